@@ -1,0 +1,62 @@
+// g3n public C++ API: load a Gemma 3n checkpoint, run sessions on it.
+//
+//   auto model = g3n::Model::load("gemma-3n-E2B-it/");
+//   g3n::Session session(*model);
+//   std::vector<float> logits = session.feed({2, 105, 2364}, /*all_logits=*/false);  // [1, vocab]
+//   int next = g3n::argmax(logits.data(), model->vocab_size());
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace g3n {
+
+class TextDecoder;
+class ThreadPool;
+struct ModelConfig;
+
+struct LoadOptions {
+  int threads = 0;  // 0: one per hardware thread
+  // Called with (bytes done, bytes total) while tensors are validated / touched.
+  std::function<void(uint64_t, uint64_t)> progress;
+};
+
+class Model {
+ public:
+  // path: a Hugging Face checkpoint directory (config.json + safetensors). Throws g3n::Error.
+  static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& options = {});
+  ~Model();
+
+  const ModelConfig& config() const;
+  int64_t vocab_size() const;
+  const TextDecoder& decoder() const;
+  ThreadPool& pool() const;
+
+ private:
+  Model();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One sequence: its KV cache and position. Not thread-safe; use one per conversation.
+class Session {
+ public:
+  explicit Session(const Model& model, int64_t max_chunk = 256);
+  ~Session();
+
+  // Appends `ids` to the sequence (prefilled in chunks). Returns logits [ids.size(), vocab] when
+  // all_logits, else [1, vocab] for the last token.
+  std::vector<float> feed(const std::vector<int32_t>& ids, bool all_logits = false);
+  int64_t position() const;  // tokens in the sequence so far
+  void reset();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+int32_t argmax(const float* logits, int64_t n);
+
+}  // namespace g3n

@@ -1,0 +1,384 @@
+#include "model/text_decoder.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/error.h"
+#include "kernels/attention.h"
+#include "kernels/elementwise.h"
+#include "kernels/matmul.h"
+
+namespace g3n {
+
+using kernels::matmul;
+using kernels::rms_norm;
+
+namespace {
+
+std::vector<float> rope_inv_freq(double theta, int head_dim) {
+  // Reference: 1 / theta^(arange(0, dim, 2) / dim), in float32.
+  std::vector<float> f(size_t(head_dim / 2));
+  for (int i = 0; i < head_dim / 2; ++i) {
+    const float exponent = float(2 * i) / float(head_dim);
+    f[size_t(i)] = 1.0f / std::pow(float(theta), exponent);
+  }
+  return f;
+}
+
+void grow(std::vector<float>& v, int64_t n) {
+  if (int64_t(v.size()) < n) v.resize(size_t(n));
+}
+
+// Renormalises y to the RMS `target` (reference: y * target / sqrt(max(mean(y^2), 1e-5))).
+void match_magnitude(float* y, int64_t n, float target) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(y[i]) * y[i];
+  const float mag = std::sqrt(std::max(float(s / double(n)), 1e-5f));
+  for (int64_t i = 0; i < n; ++i) y[i] = y[i] * target / mag;
+}
+
+}  // namespace
+
+TextDecoder::TextDecoder(ModelConfig config, TextWeights weights) : config_(std::move(config)), w_(std::move(weights)) {
+  const TextConfig& c = config_.text;
+  inv_freq_full_ = rope_inv_freq(c.rope_theta_full, c.head_dim);
+  inv_freq_sliding_ = rope_inv_freq(c.rope_theta_sliding, c.head_dim);
+  for (float target : c.activation_sparsity)
+    // Reference: Normal(0, 1).icdf(target) evaluated in float32.
+    sparsity_std_multiplier_.push_back(target > 0 ? float(kernels::normal_icdf(double(target))) : 0.0f);
+}
+
+// x0 = embed_tokens[id] * sqrt(D) for text ids; multimodal ids go through embed_vision / embed_audio.
+void TextDecoder::embed(const int32_t* ids, int64_t n, DecoderScratch& s, ThreadPool& pool) const {
+  const TextConfig& c = config_.text;
+  const int64_t D = c.hidden_size;
+  const float scale = std::sqrt(float(D));
+  grow(s.x0, n * D);
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t id = ids[t];
+    if (id < 0 || id >= c.vocab_size) fail("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")");
+    float* x = s.x0.data() + t * D;
+    if (config_.multimodal && id >= config_.vision.vocab_offset && id < config_.audio.vocab_offset) {
+      embed_multimodal(w_.embed_vision, config_.vision, id, x, pool);
+    } else if (config_.multimodal && id >= config_.audio.vocab_offset) {
+      embed_multimodal(w_.embed_audio, config_.audio, id, x, pool);
+    } else {
+      to_f32(w_.embed_tokens, id * D, D, x);
+      for (int64_t d = 0; d < D; ++d) x[d] *= scale;
+    }
+  }
+}
+
+// Reference: Gemma3nMultimodalEmbedder.forward(input_ids=...): RMSNorm(hard) -> projection -> RMSNorm (no scale).
+void TextDecoder::embed_multimodal(const EmbedderWeights& e, const MultimodalEmbedderConfig& ec, int64_t id, float* out,
+                                   ThreadPool& pool) const {
+  const int64_t row = id - ec.vocab_offset;
+  if (row < 0 || row >= ec.vocab_size)
+    fail("token id ", id, " is outside the multimodal embedder's range [", ec.vocab_offset, ", ",
+         ec.vocab_offset + ec.vocab_size, ")");
+  std::vector<float> hard(size_t(ec.hidden_size));
+  to_f32(e.embedding, row * ec.hidden_size, ec.hidden_size, hard.data());
+  rms_norm(hard.data(), e.hard_embedding_norm.data(), ec.hidden_size, ec.rms_norm_eps, hard.data());
+  matmul(e.embedding_projection, hard.data(), 1, out, pool);
+  rms_norm(out, nullptr, config_.text.hidden_size, ec.rms_norm_eps, out);
+}
+
+// Per-layer inputs [n, L, P]: (RMSNorm(W_proj x0 / sqrt(D)) + PLE[id] * sqrt(P)) / sqrt(2).
+// The PLE table is read one row per token straight from the mapping.
+void TextDecoder::per_layer_inputs(const int32_t* ids, int64_t n, DecoderScratch& s, ThreadPool& pool) const {
+  const TextConfig& c = config_.text;
+  const int64_t D = c.hidden_size, P = c.hidden_size_per_layer_input, LP = int64_t(c.num_hidden_layers) * P;
+  grow(s.pli, n * LP);
+  grow(s.pl_gate, LP);
+  matmul(w_.per_layer_model_projection, s.x0.data(), n, s.pli.data(), pool);
+  const float proj_scale = 1.0f / std::sqrt(float(D));
+  const float ple_scale = std::sqrt(float(P));
+  const float input_scale = 1.0f / std::sqrt(2.0f);
+  for (int64_t t = 0; t < n; ++t) {
+    float* row = s.pli.data() + t * LP;
+    const int64_t ple_id = (ids[t] >= 0 && ids[t] < c.vocab_size_per_layer_input) ? ids[t] : 0;
+    to_f32(w_.embed_tokens_per_layer, ple_id * LP, LP, s.pl_gate.data());
+    for (int64_t i = 0; i < LP; ++i) row[i] *= proj_scale;
+    for (int l = 0; l < c.num_hidden_layers; ++l)
+      rms_norm(row + l * P, w_.per_layer_projection_norm.data(), P, c.rms_norm_eps, row + l * P);
+    for (int64_t i = 0; i < LP; ++i) row[i] = (row[i] + s.pl_gate[size_t(i)] * ple_scale) * input_scale;
+  }
+}
+
+// AltUp router: tanh(W_router · (RMSNorm(x) / D)).
+void TextDecoder::router(const TextLayerWeights& w, const float* x, float* out) const {
+  const TextConfig& c = config_.text;
+  const int64_t D = c.hidden_size;
+  thread_local std::vector<float> xn;
+  xn.resize(size_t(D));
+  rms_norm(x, w.altup_router_norm.data(), D, c.rms_norm_eps, xn.data());
+  const float input_scale = 1.0f / float(D);
+  for (int64_t d = 0; d < D; ++d) xn[size_t(d)] *= input_scale;
+  for (int k = 0; k < c.altup_num_inputs; ++k)
+    out[k] = std::tanh(kernels::dot(w.altup_modality_router.data() + k * D, xn.data(), D));
+}
+
+void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s,
+                          ThreadPool& pool, float* logits_out, bool all_logits) const {
+  const TextConfig& c = config_.text;
+  G3N_CHECK(n > 0 && n <= cache.max_chunk(), "internal: chunk of ", n, " tokens exceeds the cache chunk ",
+            cache.max_chunk());
+  const int64_t D = c.hidden_size, K = c.altup_num_inputs;
+  cache.reserve(start_pos + n);
+
+  embed(ids, n, s, pool);
+  per_layer_inputs(ids, n, s, pool);
+
+  // Build the AltUp streams: s[0] = x0, s[k] = W_k x0 renormalised to the RMS of x0.
+  grow(s.streams, K * n * D);
+  std::copy(s.x0.begin(), s.x0.begin() + n * D, s.streams.begin());
+  for (int64_t k = 1; k < K; ++k) {
+    float* sk = s.streams.data() + k * n * D;
+    matmul(w_.altup_projections[size_t(k - 1)], s.x0.data(), n, sk, pool);
+    for (int64_t t = 0; t < n; ++t) match_magnitude(sk + t * D, D, kernels::rms(s.x0.data() + t * D, D));
+  }
+
+  for (int l = 0; l < c.num_hidden_layers; ++l) layer(l, n, start_pos, cache, s, pool);
+
+  if (logits_out) {
+    if (all_logits) logits(s.streams.data(), n, 0, n, s, pool, logits_out);
+    else logits(s.streams.data(), n, n - 1, 1, s, pool, logits_out);
+  }
+}
+
+void TextDecoder::layer(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s,
+                        ThreadPool& pool) const {
+  const TextConfig& c = config_.text;
+  const TextLayerWeights& w = w_.layers[size_t(l)];
+  const int64_t D = c.hidden_size, K = c.altup_num_inputs, P = c.hidden_size_per_layer_input;
+  const int64_t plane = n * D;  // one stream
+  grow(s.pred, K * plane);
+  grow(s.router, K * K);
+  grow(s.xn, plane);
+  grow(s.h1, plane);
+  grow(s.act, plane);
+
+  // 1. AltUp predict: pred[i] = s[i] + sum_j c[i*K + j] * s[j], with c = W_pred · router(s[0]).
+  float* coefs = s.router.data();
+  for (int64_t t = 0; t < n; ++t) {
+    float m[16];
+    router(w, s.streams.data() + t * D, m);
+    for (int64_t o = 0; o < K * K; ++o) {
+      float acc = 0;
+      for (int64_t p = 0; p < K; ++p) acc += w.altup_prediction_coefs[size_t(o * K + p)] * m[p];
+      coefs[o] = acc;
+    }
+    for (int64_t i = 0; i < K; ++i) {
+      float* out = s.pred.data() + i * plane + t * D;
+      const float* own = s.streams.data() + i * plane + t * D;
+      for (int64_t d = 0; d < D; ++d) {
+        float acc = 0;
+        for (int64_t j = 0; j < K; ++j) acc += s.streams[size_t(j * plane + t * D + d)] * coefs[i * K + j];
+        out[d] = acc + own[d];
+      }
+    }
+  }
+  const float* active = s.pred.data();  // pred[0], the active stream
+
+  // 3. Pre-attention norm.
+  for (int64_t t = 0; t < n; ++t) rms_norm(active + t * D, w.input_layernorm.data(), D, c.rms_norm_eps, s.xn.data() + t * D);
+
+  // 4. LAuReL: xn + RMSNorm(W_right · W_left · xn).
+  grow(s.laurel, n * c.laurel_rank);
+  grow(s.lo, plane);
+  matmul(w.laurel_left, s.xn.data(), n, s.laurel.data(), pool);
+  matmul(w.laurel_right, s.laurel.data(), n, s.lo.data(), pool);
+  for (int64_t t = 0; t < n; ++t) {
+    float* lo = s.lo.data() + t * D;
+    rms_norm(lo, w.post_laurel_norm.data(), D, c.rms_norm_eps, lo);
+    for (int64_t d = 0; d < D; ++d) lo[d] += s.xn[size_t(t * D + d)];
+  }
+
+  // 5-7. Attention, its post-norm, and the residual from the un-normalised active prediction.
+  attention(l, n, start_pos, cache, s, pool);
+  const float inv_sqrt2 = float(std::sqrt(2.0));
+  for (int64_t t = 0; t < n; ++t) {
+    float* att = s.att.data() + t * D;
+    rms_norm(att, w.post_attention_layernorm.data(), D, c.rms_norm_eps, att);
+    for (int64_t d = 0; d < D; ++d) s.h1[size_t(t * D + d)] = ((active[t * D + d] + att[d]) + s.lo[size_t(t * D + d)]) / inv_sqrt2;
+  }
+
+  // 8-10. Feed-forward with its pre/post norms; act = h1 + f.
+  feed_forward(l, n, s, pool);
+
+  // 11. AltUp correct: corr[i] = pred[i] + (1 + W_corr · router(act))[i] * (act - pred[0]).
+  grow(s.corr, K * plane);
+  for (int64_t t = 0; t < n; ++t) {
+    float m[16], g[16];
+    const float* act = s.act.data() + t * D;
+    router(w, act, m);
+    for (int64_t i = 0; i < K; ++i) {
+      float acc = 0;
+      for (int64_t p = 0; p < K; ++p) acc += w.altup_correction_coefs[size_t(i * K + p)] * m[p];
+      g[i] = acc + 1.0f;
+    }
+    for (int64_t i = 0; i < K; ++i) {
+      float* out = s.corr.data() + i * plane + t * D;
+      const float* pi = s.pred.data() + i * plane + t * D;
+      for (int64_t d = 0; d < D; ++d) out[d] = (act[d] - active[t * D + d]) * g[i] + pi[d];
+    }
+  }
+
+  // 12-16. Per-layer input: gelu(W_gate · (corr[0] * correct_output_scale)) * pli_l, projected back.
+  grow(s.hn, plane);
+  grow(s.pl_gate, n * P);
+  grow(s.pl_out, plane);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* c0 = s.corr.data() + t * D;
+    float* g = s.hn.data() + t * D;
+    for (int64_t d = 0; d < D; ++d) g[d] = c.altup_correct_scale ? c0[d] * w.altup_correct_output_scale[size_t(d)] : c0[d];
+  }
+  matmul(w.per_layer_input_gate, s.hn.data(), n, s.pl_gate.data(), pool);
+  const int64_t LP = int64_t(c.num_hidden_layers) * P;
+  for (int64_t t = 0; t < n; ++t) {
+    float* g = s.pl_gate.data() + t * P;
+    const float* pli = s.pli.data() + t * LP + int64_t(l) * P;
+    for (int64_t p = 0; p < P; ++p) g[p] = kernels::gelu_tanh(g[p]) * pli[p];
+  }
+  matmul(w.per_layer_projection, s.pl_gate.data(), n, s.pl_out.data(), pool);
+  for (int64_t t = 0; t < n; ++t) {
+    float* p = s.pl_out.data() + t * D;
+    rms_norm(p, w.post_per_layer_input_norm.data(), D, c.rms_norm_eps, p);
+    // 17. Streams 1.. receive it; stream 0 does not.
+    for (int64_t k = 1; k < K; ++k) {
+      float* ck = s.corr.data() + k * plane + t * D;
+      for (int64_t d = 0; d < D; ++d) ck[d] += p[d];
+    }
+  }
+  std::copy(s.corr.begin(), s.corr.begin() + K * plane, s.streams.begin());
+}
+
+// Self-attention on s.xn -> s.att (o_proj output). Layers that own K/V write the chunk's keys and
+// values into the cache first; KV-shared layers read their source layer's cache, which already holds
+// this chunk (the source layer ran earlier in this pass).
+void TextDecoder::attention(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s,
+                            ThreadPool& pool) const {
+  const TextConfig& c = config_.text;
+  const TextLayerWeights& w = w_.layers[size_t(l)];
+  const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, Dh = c.head_dim;
+  const int64_t q_dim = int64_t(H) * Dh, kv_dim = int64_t(Hkv) * Dh, D = c.hidden_size;
+  const bool sliding = c.is_sliding(l);
+  const float* inv_freq = sliding ? inv_freq_sliding_.data() : inv_freq_full_.data();
+
+  grow(s.q, n * q_dim);
+  grow(s.attn, n * q_dim);
+  grow(s.att, n * D);
+  matmul(w.q_proj, s.xn.data(), n, s.q.data(), pool);
+  for (int64_t t = 0; t < n; ++t) {
+    float* q = s.q.data() + t * q_dim;
+    for (int h = 0; h < H; ++h) rms_norm(q + h * Dh, w.q_norm.data(), Dh, c.rms_norm_eps, q + h * Dh);
+    kernels::rope_neox(q, H, Dh, start_pos + t, inv_freq);
+  }
+
+  if (c.owns_kv(l)) {
+    grow(s.k, n * kv_dim);
+    grow(s.v, n * kv_dim);
+    matmul(w.k_proj, s.xn.data(), n, s.k.data(), pool);
+    matmul(w.v_proj, s.xn.data(), n, s.v.data(), pool);
+    for (int64_t t = 0; t < n; ++t) {
+      float* k = s.k.data() + t * kv_dim;
+      float* v = s.v.data() + t * kv_dim;
+      for (int h = 0; h < Hkv; ++h) {
+        rms_norm(k + h * Dh, w.k_norm.data(), Dh, c.rms_norm_eps, k + h * Dh);
+        rms_norm(v + h * Dh, nullptr, Dh, c.rms_norm_eps, v + h * Dh);  // v_norm has no weight
+      }
+      kernels::rope_neox(k, Hkv, Dh, start_pos + t, inv_freq);  // values are never rotated
+      std::copy(k, k + kv_dim, cache.key(l, start_pos + t));
+      std::copy(v, v + kv_dim, cache.value(l, start_pos + t));
+    }
+  }
+
+  const kernels::KvView kv = cache.view(c.kv_source_layer[size_t(l)]);
+  const int64_t window = c.sliding_window;
+  pool.parallel_for(n, 1, [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<float> scores;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t pos = start_pos + t;
+      const int64_t first = sliding ? std::max<int64_t>(0, pos - window + 1) : 0;  // token + (window - 1) before it
+      if (int64_t(scores.size()) < pos - first + 1) scores.resize(size_t(pos - first + 1));
+      kernels::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, 1.0f, s.attn.data() + t * q_dim,
+                      scores.data());
+    }
+  });
+  matmul(w.o_proj, s.attn.data(), n, s.att.data(), pool);
+}
+
+// FFN on h1: f = post_norm(W_down · (gelu(sparsify(W_gate · x)) * W_up · x)), x = pre_norm(h1); act = h1 + f.
+void TextDecoder::feed_forward(int l, int64_t n, DecoderScratch& s, ThreadPool& pool) const {
+  const TextConfig& c = config_.text;
+  const TextLayerWeights& w = w_.layers[size_t(l)];
+  const int64_t D = c.hidden_size, F = c.intermediate_size[size_t(l)];
+  grow(s.gate, n * F);
+  grow(s.up, n * F);
+  grow(s.ffn, n * D);
+  grow(s.hn, n * D);
+  for (int64_t t = 0; t < n; ++t)
+    rms_norm(s.h1.data() + t * D, w.pre_feedforward_layernorm.data(), D, c.rms_norm_eps, s.hn.data() + t * D);
+  matmul(w.gate_proj, s.hn.data(), n, s.gate.data(), pool);
+  matmul(w.up_proj, s.hn.data(), n, s.up.data(), pool);
+  const float std_mul = sparsity_std_multiplier_[size_t(l)];
+  for (int64_t t = 0; t < n; ++t) {
+    float* g = s.gate.data() + t * F;
+    const float* u = s.up.data() + t * F;
+    if (c.activation_sparsity[size_t(l)] > 0) {
+      // Gaussian top-k: keep what exceeds mean + k·std (population std), shifted: relu(z - cutoff).
+      double sum = 0;
+      for (int64_t i = 0; i < F; ++i) sum += g[i];
+      const double mean = sum / double(F);
+      double var = 0;
+      for (int64_t i = 0; i < F; ++i) var += (g[i] - mean) * (g[i] - mean);
+      const float cutoff = float(mean) + float(std::sqrt(var / double(F))) * std_mul;
+      for (int64_t i = 0; i < F; ++i) g[i] = std::max(0.0f, g[i] - cutoff);
+    }
+    for (int64_t i = 0; i < F; ++i) g[i] = kernels::gelu_tanh(g[i]) * u[i];
+  }
+  matmul(w.down_proj, s.gate.data(), n, s.ffn.data(), pool);
+  for (int64_t t = 0; t < n; ++t) {
+    float* f = s.ffn.data() + t * D;
+    rms_norm(f, w.post_feedforward_layernorm.data(), D, c.rms_norm_eps, f);
+    for (int64_t d = 0; d < D; ++d) s.act[size_t(t * D + d)] = s.h1[size_t(t * D + d)] + f[d];
+  }
+}
+
+// Collapse the streams of rows [first_row, first_row + n_rows), final norm, tied LM head, soft-cap.
+void TextDecoder::logits(const float* streams, int64_t n_tokens, int64_t first_row, int64_t n_rows, DecoderScratch& s,
+                         ThreadPool& pool, float* out) const {
+  const TextConfig& c = config_.text;
+  const int64_t D = c.hidden_size, K = c.altup_num_inputs;
+  const int64_t plane = n_tokens * D;
+  grow(s.collapse, 2 * n_rows * D);
+  float* h = s.collapse.data();
+  float* y = h + n_rows * D;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float* s0 = streams + (first_row + r) * D;
+    std::copy(s0, s0 + D, h + r * D);
+  }
+  for (int64_t k = 1; k < K; ++k) {
+    // Rows are gathered contiguous for the projection.
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const float* sk = streams + k * plane + (first_row + r) * D;
+      std::copy(sk, sk + D, y + r * D);
+    }
+    std::vector<float> proj(size_t(n_rows * D));
+    matmul(w_.altup_unembed_projections[size_t(k - 1)], y, n_rows, proj.data(), pool);
+    for (int64_t r = 0; r < n_rows; ++r) {
+      float* pr = proj.data() + r * D;
+      match_magnitude(pr, D, kernels::rms(streams + (first_row + r) * D, D));
+      for (int64_t d = 0; d < D; ++d) h[r * D + d] += pr[d];
+    }
+  }
+  for (int64_t r = 0; r < n_rows; ++r) {
+    float* hr = h + r * D;
+    for (int64_t d = 0; d < D; ++d) hr[d] /= float(K);
+    rms_norm(hr, w_.norm.data(), D, c.rms_norm_eps, hr);
+  }
+  matmul(w_.embed_tokens, h, n_rows, out, pool);
+  if (c.final_logit_softcapping > 0) kernels::softcap(out, n_rows * c.vocab_size, c.final_logit_softcapping);
+}
+
+}  // namespace g3n

@@ -1,0 +1,54 @@
+// The Gemma 3n text decoder, as transformers' Gemma3nTextModel + Gemma3nForCausalLM compute it
+// (and Gemma3nModel for multimodal token ids). Activations, norms, softmax and AltUp stream
+// arithmetic are float32; weights stay in their checkpoint dtype.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+
+namespace g3n {
+
+// Scratch activations for one chunk of tokens, reused between calls (no allocation per token once
+// the largest chunk has been seen).
+struct DecoderScratch {
+  std::vector<float> x0, pli, streams, pred, xn, q, k, v, attn, att, lo, laurel, h1, hn, gate, up, ffn, act, corr,
+      pl_gate, pl_out, router, scores, collapse;
+};
+
+class TextDecoder {
+ public:
+  TextDecoder(ModelConfig config, TextWeights weights);
+
+  const ModelConfig& config() const { return config_; }
+  const TextConfig& text() const { return config_.text; }
+  int64_t vocab_size() const { return config_.text.vocab_size; }
+
+  // Runs tokens ids[0..n) at positions start_pos.. through the decoder, writing their K/V into
+  // `cache`. n must not exceed cache.max_chunk(). Writes logits [n, vocab] when all_logits, else
+  // [1, vocab] for the last token; logits may be null (prefill of a prompt's head).
+  void forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool,
+               float* logits, bool all_logits) const;
+
+ private:
+  void embed(const int32_t* ids, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
+  void embed_multimodal(const EmbedderWeights& e, const MultimodalEmbedderConfig& ec, int64_t id, float* out,
+                        ThreadPool& pool) const;
+  void per_layer_inputs(const int32_t* ids, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
+  void layer(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
+  void attention(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
+  void feed_forward(int l, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
+  void router(const TextLayerWeights& w, const float* x, float* out) const;
+  void logits(const float* streams, int64_t n_tokens, int64_t first_row, int64_t n_rows, DecoderScratch& s,
+              ThreadPool& pool, float* out) const;
+
+  ModelConfig config_;
+  TextWeights w_;
+  std::vector<float> inv_freq_full_, inv_freq_sliding_;
+  std::vector<float> sparsity_std_multiplier_;  // per layer, 0 when dense
+};
+
+}  // namespace g3n

@@ -1,0 +1,91 @@
+#include "g3n/engine.h"
+
+#include <filesystem>
+
+#include "base/error.h"
+#include "base/thread_pool.h"
+#include "formats/safetensors.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/text_decoder.h"
+#include "model/weights.h"
+
+namespace g3n {
+
+struct Model::Impl {
+  std::unique_ptr<TensorStore> store;  // owns the mappings every TensorView points into
+  std::unique_ptr<TextDecoder> decoder;
+  std::unique_ptr<ThreadPool> pool;
+};
+
+Model::Model() : impl_(std::make_unique<Impl>()) {}
+Model::~Model() = default;
+
+std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) fail("model path ", path, " does not exist");
+  if (!fs::is_directory(path, ec)) fail("model path ", path, " is not a checkpoint directory");
+  const fs::path config_path = fs::path(path) / "config.json";
+  if (!fs::exists(config_path, ec)) fail("no config.json in ", path, " (expected a Hugging Face checkpoint directory)");
+
+  std::unique_ptr<Model> m(new Model());
+  ModelConfig config = load_config(config_path.string());
+  m->impl_->store = std::make_unique<TensorStore>(TensorStore::open_dir(path));
+  TextWeights weights = load_text_weights(config, *m->impl_->store);
+  m->impl_->decoder = std::make_unique<TextDecoder>(std::move(config), std::move(weights));
+  m->impl_->pool = std::make_unique<ThreadPool>(options.threads);
+  return m;
+}
+
+const ModelConfig& Model::config() const { return impl_->decoder->config(); }
+int64_t Model::vocab_size() const { return impl_->decoder->vocab_size(); }
+const TextDecoder& Model::decoder() const { return *impl_->decoder; }
+ThreadPool& Model::pool() const { return *impl_->pool; }
+
+struct Session::Impl {
+  const Model& model;
+  KvCache cache;
+  DecoderScratch scratch;
+  int64_t position = 0;
+  Impl(const Model& m, int64_t max_chunk) : model(m), cache(m.config().text, max_chunk) {}
+};
+
+Session::Session(const Model& model, int64_t max_chunk) : impl_(std::make_unique<Impl>(model, max_chunk)) {}
+Session::~Session() = default;
+
+std::vector<float> Session::feed(const std::vector<int32_t>& ids, bool all_logits) {
+  auto& s = *impl_;
+  const TextDecoder& dec = s.model.decoder();
+  const int64_t V = dec.vocab_size();
+  const int64_t n = int64_t(ids.size());
+  if (n == 0) fail("no tokens to feed");
+  const int64_t max_pos = dec.text().max_position_embeddings;
+  if (s.position + n > max_pos)
+    fail("the sequence would reach ", s.position + n, " tokens, beyond the model's context of ", max_pos);
+  std::vector<float> logits(size_t(all_logits ? n * V : V));
+  const int64_t chunk = s.cache.max_chunk();
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t len = std::min(chunk, n - begin);
+    const bool last = begin + len == n;
+    float* out = all_logits ? logits.data() + begin * V : (last ? logits.data() : nullptr);
+    dec.forward(ids.data() + begin, len, s.position, s.cache, s.scratch, s.model.pool(), out, all_logits);
+    s.position += len;
+  }
+  return logits;
+}
+
+int64_t Session::position() const { return impl_->position; }
+
+void Session::reset() {
+  impl_->position = 0;  // stale cache entries are overwritten before they are read
+}
+
+int32_t argmax(const float* logits, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (logits[i] > logits[best]) best = i;
+  return int32_t(best);
+}
+
+}  // namespace g3n

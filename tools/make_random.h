@@ -1,0 +1,19 @@
+// `g3n make-random`: a checkpoint directory in the Hugging Face layout with random weights of the
+// real shapes, for the README's default job and the benchmarks.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace g3n::tools {
+
+struct MakeRandomOptions {
+  std::string preset = "tiny";  // tiny | e2b | e4b
+  std::string out;
+  uint64_t seed = 0;
+  std::string dtype = "bf16";   // bf16 | f32
+  int threads = 0;
+};
+
+void make_random(const MakeRandomOptions& options);
+
+}  // namespace g3n::tools
