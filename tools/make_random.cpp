@@ -1,5 +1,7 @@
 #include "make_random.h"
 
+#include "commands.h"
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -222,6 +224,20 @@ void make_random(const MakeRandomOptions& o) {
   }
   writer.finish();
   if (show) std::fprintf(stderr, "\n");
+}
+
+Action register_make_random(CLI::App& app) {
+  auto o = std::make_shared<MakeRandomOptions>();
+  auto* cmd = app.add_subcommand("make-random", "Write a random checkpoint with real Gemma 3n shapes");
+  cmd->add_option("--preset", o->preset, "tiny | e2b | e4b")->check(CLI::IsMember({"tiny", "e2b", "e4b"}));
+  cmd->add_option("-o,--out", o->out, "Output directory")->required();
+  cmd->add_option("--seed", o->seed, "Random seed");
+  cmd->add_option("--dtype", o->dtype, "bf16 | f32")->check(CLI::IsMember({"bf16", "f32"}));
+  cmd->add_option("-t,--threads", o->threads, "Worker threads (0: all cores)");
+  return [o] {
+    make_random(*o);
+    return 0;
+  };
 }
 
 }  // namespace g3n::tools

@@ -40,10 +40,15 @@ class Model {
   std::unique_ptr<Impl> impl_;
 };
 
+struct SessionOptions {
+  int64_t max_chunk = 256;  // prompt tokens per prefill pass (bounds scratch and sliding-cache memory)
+  bool fast_paths = true;   // exact shortcuts (skipping KV-shared layers in prefill, sparse FFN); off = plain path
+};
+
 // One sequence: its KV cache and position. Not thread-safe; use one per conversation.
 class Session {
  public:
-  explicit Session(const Model& model, int64_t max_chunk = 256);
+  explicit Session(const Model& model, const SessionOptions& options = {});
   ~Session();
 
   // Appends `ids` to the sequence (prefilled in chunks). Returns logits [ids.size(), vocab] when

@@ -105,6 +105,17 @@ void TextDecoder::per_layer_inputs(const int32_t* ids, int64_t n, DecoderScratch
   }
 }
 
+// Drops every token but the last from the streams and the per-layer inputs ([.., n, ..] -> [.., 1, ..]).
+void TextDecoder::keep_last_row(DecoderScratch& s, int64_t n) const {
+  const TextConfig& c = config_.text;
+  const int64_t D = c.hidden_size, LP = int64_t(c.num_hidden_layers) * c.hidden_size_per_layer_input;
+  for (int64_t k = 0; k < c.altup_num_inputs; ++k) {
+    const float* src = s.streams.data() + (k * n + n - 1) * D;
+    std::copy(src, src + D, s.streams.data() + k * D);  // destination always precedes the source
+  }
+  std::copy(s.pli.data() + (n - 1) * LP, s.pli.data() + n * LP, s.pli.data());
+}
+
 // AltUp router: tanh(W_router · (RMSNorm(x) / D)).
 void TextDecoder::router(const TextLayerWeights& w, const float* x, float* out) const {
   const TextConfig& c = config_.text;
@@ -119,7 +130,7 @@ void TextDecoder::router(const TextLayerWeights& w, const float* x, float* out) 
 }
 
 void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s,
-                          ThreadPool& pool, float* logits_out, bool all_logits) const {
+                          ThreadPool& pool, float* logits_out, bool all_logits, const ForwardOptions& options) const {
   const TextConfig& c = config_.text;
   G3N_CHECK(n > 0 && n <= cache.max_chunk(), "internal: chunk of ", n, " tokens exceeds the cache chunk ",
             cache.max_chunk());
@@ -138,7 +149,18 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
     for (int64_t t = 0; t < n; ++t) match_magnitude(sk + t * D, D, kernels::rms(s.x0.data() + t * D, D));
   }
 
-  for (int l = 0; l < c.num_hidden_layers; ++l) layer(l, n, start_pos, cache, s, pool);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    if (l == c.first_kv_shared_layer && options.skip_shared_layers) {
+      // From here on no layer writes the cache: only rows whose logits are wanted go on.
+      if (!logits_out) return;
+      if (!all_logits && n > 1) {
+        keep_last_row(s, n);
+        start_pos += n - 1;
+        n = 1;
+      }
+    }
+    layer(l, n, start_pos, cache, s, pool);
+  }
 
   if (logits_out) {
     if (all_logits) logits(s.streams.data(), n, 0, n, s, pool, logits_out);

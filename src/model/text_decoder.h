@@ -19,6 +19,12 @@ struct DecoderScratch {
       pl_gate, pl_out, router, scores, collapse;
 };
 
+// Exact shortcuts, on by default; off gives the plain path the tests compare them with.
+struct ForwardOptions {
+  // KV-shared layers write no cache, so tokens whose logits are not wanted need not pass through them.
+  bool skip_shared_layers = true;
+};
+
 class TextDecoder {
  public:
   TextDecoder(ModelConfig config, TextWeights weights);
@@ -31,7 +37,7 @@ class TextDecoder {
   // `cache`. n must not exceed cache.max_chunk(). Writes logits [n, vocab] when all_logits, else
   // [1, vocab] for the last token; logits may be null (prefill of a prompt's head).
   void forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool,
-               float* logits, bool all_logits) const;
+               float* logits, bool all_logits, const ForwardOptions& options = {}) const;
 
  private:
   void embed(const int32_t* ids, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
@@ -41,6 +47,7 @@ class TextDecoder {
   void layer(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
   void attention(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
   void feed_forward(int l, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
+  void keep_last_row(DecoderScratch& s, int64_t n) const;
   void router(const TextLayerWeights& w, const float* x, float* out) const;
   void logits(const float* streams, int64_t n_tokens, int64_t first_row, int64_t n_rows, DecoderScratch& s,
               ThreadPool& pool, float* out) const;

@@ -1,5 +1,6 @@
 #include "g3n/engine.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "base/error.h"
@@ -48,10 +49,14 @@ struct Session::Impl {
   KvCache cache;
   DecoderScratch scratch;
   int64_t position = 0;
-  Impl(const Model& m, int64_t max_chunk) : model(m), cache(m.config().text, max_chunk) {}
+  ForwardOptions forward;
+  Impl(const Model& m, const SessionOptions& o) : model(m), cache(m.config().text, std::max<int64_t>(1, o.max_chunk)) {
+    forward.skip_shared_layers = o.fast_paths;
+  }
 };
 
-Session::Session(const Model& model, int64_t max_chunk) : impl_(std::make_unique<Impl>(model, max_chunk)) {}
+Session::Session(const Model& model, const SessionOptions& options)
+    : impl_(std::make_unique<Impl>(model, options)) {}
 Session::~Session() = default;
 
 std::vector<float> Session::feed(const std::vector<int32_t>& ids, bool all_logits) {
@@ -69,7 +74,7 @@ std::vector<float> Session::feed(const std::vector<int32_t>& ids, bool all_logit
     const int64_t len = std::min(chunk, n - begin);
     const bool last = begin + len == n;
     float* out = all_logits ? logits.data() + begin * V : (last ? logits.data() : nullptr);
-    dec.forward(ids.data() + begin, len, s.position, s.cache, s.scratch, s.model.pool(), out, all_logits);
+    dec.forward(ids.data() + begin, len, s.position, s.cache, s.scratch, s.model.pool(), out, all_logits, s.forward);
     s.position += len;
   }
   return logits;

@@ -1,0 +1,21 @@
+// Each g3n subcommand registers itself on the CLI11 app and returns the action to run when chosen.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace g3n::tools {
+
+using Action = std::function<int()>;
+
+// Adds one subcommand to `app`; the returned action runs it. Options are bound to state the
+// register function owns (kept alive by the action).
+Action register_score(CLI::App& app);
+Action register_generate(CLI::App& app);
+Action register_make_random(CLI::App& app);
+
+// Shared option helpers.
+std::vector<int32_t> parse_ids(const std::string& text);
+
+}  // namespace g3n::tools
