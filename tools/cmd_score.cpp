@@ -7,6 +7,8 @@
 #include "commands.h"
 #include "formats/npy.h"
 #include "g3n/engine.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
 
 namespace g3n::tools {
 
@@ -39,7 +41,8 @@ namespace {
 struct ModelArgs {
   std::string model;
   int threads = 0;
-  std::string ids;
+  std::string ids, prompt;
+  bool chat = false;
   bool plain = false;
   int64_t chunk = 256;
 
@@ -55,7 +58,10 @@ struct ModelArgs {
     cmd->add_option("--chunk", chunk, "Prompt tokens per prefill pass")->check(CLI::Range(1, 1 << 16));
     cmd->add_option("-m,--model", model, "Checkpoint directory (config.json + safetensors)")->required();
     cmd->add_option("-t,--threads", threads, "Worker threads (0: all cores)")->check(CLI::Range(0, 1024));
-    cmd->add_option("--ids", ids, "Token ids, e.g. 2,105,2364")->required();
+    auto* ids_opt = cmd->add_option("--ids", ids, "Token ids, e.g. 2,105,2364");
+    auto* prompt_opt = cmd->add_option("--prompt", prompt, "Text, tokenised with the checkpoint's tokenizer");
+    ids_opt->excludes(prompt_opt);
+    cmd->add_flag("--chat", chat, "With --prompt: render it as one user turn of the chat template");
   }
   std::unique_ptr<Model> load() const {
     LoadOptions opts;
@@ -63,8 +69,14 @@ struct ModelArgs {
     return Model::load(model, opts);
   }
   std::vector<int32_t> token_ids() const {
+    if (!prompt.empty()) {
+      const Tokenizer tok = Tokenizer::load_dir(model);
+      if (chat) return tok.encode(render_chat({{"user", {{ChatItem::Text, prompt}}}}, true), /*add_bos=*/false);
+      return tok.encode(prompt, /*add_bos=*/true);
+    }
+    if (chat) fail("--chat needs --prompt");
     auto v = parse_ids(ids);
-    if (v.empty()) fail("--ids is empty");
+    if (v.empty()) fail("give the input as --ids 2,105,... or --prompt TEXT");
     return v;
   }
 };

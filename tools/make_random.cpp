@@ -14,6 +14,7 @@
 #include "base/thread_pool.h"
 #include "formats/safetensors_writer.h"
 #include "model/config.h"
+#include "tokenizer/synthetic_vocab.h"
 
 namespace g3n::tools {
 namespace {
@@ -179,6 +180,15 @@ void make_random(const MakeRandomOptions& o) {
                 {"temperature", 1.0}, {"top_k", 64}, {"top_p", 0.95}};
     std::ofstream f(fs::path(o.out) / "generation_config.json");
     f << gen.dump(2) << "\n";
+  }
+
+  {
+    // A synthetic SentencePiece vocabulary laid out like Gemma's (the special ids in their places,
+    // byte fallback), so the random checkpoint runs from text with no download.
+    const std::string proto = make_synthetic_sentencepiece_model();
+    std::ofstream f(fs::path(o.out) / "tokenizer.model", std::ios::binary);
+    f.write(proto.data(), std::streamsize(proto.size()));
+    if (!f) fail("cannot write ", (fs::path(o.out) / "tokenizer.model").string());
   }
 
   std::vector<TensorInfo> infos;

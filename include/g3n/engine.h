@@ -54,7 +54,15 @@ class Session {
   // Appends `ids` to the sequence (prefilled in chunks). Returns logits [ids.size(), vocab] when
   // all_logits, else [1, vocab] for the last token.
   std::vector<float> feed(const std::vector<int32_t>& ids, bool all_logits = false);
-  int64_t position() const;  // tokens in the sequence so far
+  // Makes the sequence equal `ids`, reusing the cached prefix they share with it (a conversation
+  // one turn longer prefills only the new turn) and returns the last token's logits [vocab].
+  // Exact: a rewind the sliding-window cache cannot serve falls back to a fresh prefill.
+  std::vector<float> sync(const std::vector<int32_t>& ids);
+
+  int64_t position() const;                   // tokens in the sequence so far
+  int64_t context_length() const;             // the model's max_position_embeddings
+  const std::vector<int32_t>& tokens() const;  // the sequence itself
+  int64_t reused_tokens() const;              // prefix tokens the last sync() did not recompute
   void reset();
 
  private:

@@ -32,6 +32,7 @@ class TextDecoder {
   const ModelConfig& config() const { return config_; }
   const TextConfig& text() const { return config_.text; }
   int64_t vocab_size() const { return config_.text.vocab_size; }
+  const TextWeights& weights() const { return w_; }
 
   // Runs tokens ids[0..n) at positions start_pos.. through the decoder, writing their K/V into
   // `cache`. n must not exceed cache.max_chunk(). Writes logits [n, vocab] when all_logits, else

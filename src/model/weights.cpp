@@ -153,4 +153,15 @@ TextWeights load_text_weights(const ModelConfig& config, const TensorStore& stor
   return w;
 }
 
+std::vector<const TensorView*> TextWeights::core_tensors() const {
+  std::vector<const TensorView*> t = {&embed_tokens, &per_layer_model_projection};
+  for (const auto& p : altup_projections) t.push_back(&p);
+  for (const auto& p : altup_unembed_projections) t.push_back(&p);
+  for (const auto& l : layers)
+    for (const TensorView* v : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj,
+                                &l.laurel_left, &l.laurel_right, &l.per_layer_input_gate, &l.per_layer_projection})
+      if (v->valid()) t.push_back(v);
+  return t;
+}
+
 }  // namespace g3n

@@ -48,6 +48,9 @@ struct TextWeights {
   std::vector<float> norm;  // [D]
   std::vector<TextLayerWeights> layers;
   EmbedderWeights embed_vision, embed_audio;  // multimodal checkpoints only
+
+  // The tensors every token reads (all but the PLE table, which is read one row per token).
+  std::vector<const TensorView*> core_tensors() const;
 };
 
 // Loads and validates every text-decoder tensor (and the multimodal hard-token embedders when the

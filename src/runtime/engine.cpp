@@ -19,6 +19,31 @@ struct Model::Impl {
   std::unique_ptr<ThreadPool> pool;
 };
 
+namespace {
+
+// Reads one byte per page of the core weights so the first token does not pay for page faults, and
+// reports progress. The PLE table is left alone: it is read row by row, on demand.
+void prefault(const TextWeights& w, const std::function<void(uint64_t, uint64_t)>& progress) {
+  uint64_t total = 0, done = 0, last = 0;
+  const auto tensors = w.core_tensors();
+  for (const TensorView* t : tensors) total += uint64_t(t->numel()) * dtype_size(t->dtype);
+  progress(0, total);
+  volatile uint8_t sink = 0;
+  for (const TensorView* t : tensors) {
+    const auto* p = static_cast<const uint8_t*>(t->data);
+    const uint64_t n = uint64_t(t->numel()) * dtype_size(t->dtype);
+    for (uint64_t off = 0; off < n; off += 4096) sink = sink + p[off];
+    done += n;
+    if (done - last >= (uint64_t(64) << 20) || done == total) {
+      progress(done, total);
+      last = done;
+    }
+  }
+  progress(total, total);
+}
+
+}  // namespace
+
 Model::Model() : impl_(std::make_unique<Impl>()) {}
 Model::~Model() = default;
 
@@ -36,6 +61,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   TextWeights weights = load_text_weights(config, *m->impl_->store);
   m->impl_->decoder = std::make_unique<TextDecoder>(std::move(config), std::move(weights));
   m->impl_->pool = std::make_unique<ThreadPool>(options.threads);
+  if (options.progress) prefault(m->impl_->decoder->weights(), options.progress);
   return m;
 }
 
@@ -49,6 +75,8 @@ struct Session::Impl {
   KvCache cache;
   DecoderScratch scratch;
   int64_t position = 0;
+  std::vector<int32_t> tokens;
+  int64_t reused = 0;
   ForwardOptions forward;
   Impl(const Model& m, const SessionOptions& o) : model(m), cache(m.config().text, std::max<int64_t>(1, o.max_chunk)) {
     forward.skip_shared_layers = o.fast_paths;
@@ -77,13 +105,34 @@ std::vector<float> Session::feed(const std::vector<int32_t>& ids, bool all_logit
     dec.forward(ids.data() + begin, len, s.position, s.cache, s.scratch, s.model.pool(), out, all_logits, s.forward);
     s.position += len;
   }
+  s.tokens.insert(s.tokens.end(), ids.begin(), ids.end());
   return logits;
 }
 
+std::vector<float> Session::sync(const std::vector<int32_t>& ids) {
+  auto& s = *impl_;
+  if (ids.empty()) fail("no tokens to feed");
+  size_t common = 0;
+  while (common < ids.size() && common < s.tokens.size() && ids[common] == s.tokens[common]) ++common;
+  if (common == ids.size()) --common;  // the last token is fed again for its logits
+  // A sliding layer's ring holds the last (window - 1 + chunk) positions, so a rewind of up to
+  // `chunk` tokens leaves every key a later query needs in place.
+  const int64_t rewind = s.position - int64_t(common);
+  if (rewind > s.cache.max_chunk()) common = 0;
+  s.position = int64_t(common);
+  s.tokens.resize(common);
+  s.reused = int64_t(common);
+  return feed(std::vector<int32_t>(ids.begin() + std::ptrdiff_t(common), ids.end()));
+}
+
 int64_t Session::position() const { return impl_->position; }
+int64_t Session::context_length() const { return impl_->model.config().text.max_position_embeddings; }
+const std::vector<int32_t>& Session::tokens() const { return impl_->tokens; }
+int64_t Session::reused_tokens() const { return impl_->reused; }
 
 void Session::reset() {
   impl_->position = 0;  // stale cache entries are overwritten before they are read
+  impl_->tokens.clear();
 }
 
 int32_t argmax(const float* logits, int64_t n) {

@@ -1,0 +1,114 @@
+#include "runtime/generator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "base/error.h"
+#include "model/config.h"
+#include "tokenizer/tokenizer.h"
+
+namespace g3n {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Holds back the tail of the text that could still become a stop string.
+class StopMatcher {
+ public:
+  explicit StopMatcher(const std::vector<std::string>& stops) : stops_(stops) {}
+
+  // Appends `piece`; returns the text now safe to emit. Sets `stopped` when a stop string appeared
+  // (the text before it is returned, the stop string and anything after it are dropped).
+  std::string push(const std::string& piece, bool& stopped) {
+    pending_ += piece;
+    size_t cut = std::string::npos;
+    for (const auto& s : stops_)
+      if (!s.empty()) cut = std::min(cut, pending_.find(s));
+    if (cut != std::string::npos) {
+      stopped = true;
+      std::string out = pending_.substr(0, cut);
+      pending_.clear();
+      return out;
+    }
+    size_t hold = 0;  // longest suffix of pending_ that is a proper prefix of some stop string
+    for (const auto& s : stops_)
+      for (size_t k = std::min(s.size() - 1, pending_.size()); k > hold; --k)
+        if (pending_.compare(pending_.size() - k, k, s, 0, k) == 0) {
+          hold = k;
+          break;
+        }
+    std::string out = pending_.substr(0, pending_.size() - hold);
+    pending_.erase(0, pending_.size() - hold);
+    return out;
+  }
+  std::string flush() { return std::exchange(pending_, {}); }
+
+ private:
+  const std::vector<std::string>& stops_;
+  std::string pending_;
+};
+
+}  // namespace
+
+GenerateResult generate(Session& session, const Tokenizer& tokenizer, const GenerateRequest& req,
+                        const std::function<bool(const std::string&)>& on_text) {
+  using clock = std::chrono::steady_clock;
+  GenerateResult r;
+  if (req.prompt.empty()) fail("the prompt is empty");
+  if (req.max_new_tokens < 1) fail("max_new_tokens must be at least 1");
+  Sampler sampler(req.sampling);
+  const int64_t context = session.context_length();
+  r.prompt_tokens = int64_t(req.prompt.size());
+  if (r.prompt_tokens >= context)
+    fail("the prompt has ", r.prompt_tokens, " tokens; the model's context is ", context, " tokens");
+
+  const auto t0 = clock::now();
+  std::vector<float> logits = session.sync(req.prompt);
+  r.reused_tokens = session.reused_tokens();
+  r.prefill_seconds = seconds_since(t0);
+
+  const int64_t vocab = int64_t(logits.size());
+  Tokenizer::StreamDecoder stream(tokenizer);
+  StopMatcher stops(req.stop_strings);
+  bool keep_going = true, stopped_by_string = false;
+  auto emit = [&](const std::string& text) {
+    if (text.empty()) return;
+    r.text += text;
+    if (on_text && !on_text(text)) keep_going = false;
+  };
+
+  const auto t1 = clock::now();
+  r.finish_reason = "length";
+  for (int64_t i = 0; i < req.max_new_tokens && keep_going; ++i) {
+    const int32_t next = sampler.sample(logits.data(), vocab, r.tokens);
+    r.tokens.push_back(next);
+    if (i == 0) r.first_token_seconds = seconds_since(t0);
+    if (std::find(req.stop_ids.begin(), req.stop_ids.end(), next) != req.stop_ids.end()) {
+      r.finish_reason = "stop";
+      break;
+    }
+    emit(stops.push(stream.push(next), stopped_by_string));
+    if (stopped_by_string) {
+      r.finish_reason = "stop";
+      break;
+    }
+    if (i + 1 == req.max_new_tokens) break;
+    if (session.position() + 1 >= context) {
+      r.finish_reason = "context";
+      break;
+    }
+    logits = session.feed({next});
+  }
+  if (!stopped_by_string) {
+    bool stopped = false;
+    emit(stops.push(stream.finish(), stopped));
+    if (!stopped) emit(stops.flush());
+  }
+  r.decode_seconds = seconds_since(t1);
+  return r;
+}
+
+}  // namespace g3n
