@@ -95,7 +95,7 @@ Action register_score(CLI::App& app) {
     const std::vector<int32_t> ids = a->token_ids();
     auto model = a->load();
     Session session(*model, a->session_options());
-    std::vector<float> logits = session.feed(ids, /*all_logits=*/true);
+    const std::vector<float>& logits = session.feed(ids, /*all_logits=*/true);
     write_npy_f32(a->out, logits.data(), {int64_t(ids.size()), model->vocab_size()});
     return 0;
   };
@@ -115,15 +115,15 @@ Action register_generate(CLI::App& app) {
     const std::vector<int32_t> ids = a->token_ids();
     auto model = a->load();
     Session session(*model, a->session_options());
-    std::vector<float> logits = session.feed(ids);
+    const std::vector<float>* logits = &session.feed(ids);
     std::vector<float> all;
     for (int i = 0; i < a->n_new; ++i) {
-      if (!a->logits_out.empty()) all.insert(all.end(), logits.begin(), logits.end());
+      if (!a->logits_out.empty()) all.insert(all.end(), logits->begin(), logits->end());
       // Greedy over the whole output space, exactly as the reference's argmax.
-      const int32_t next = argmax(logits.data(), model->vocab_size());
+      const int32_t next = argmax(logits->data(), model->vocab_size());
       std::printf("%s%d", i ? " " : "", next);
       std::fflush(stdout);
-      if (i + 1 < a->n_new) logits = session.feed({next});
+      if (i + 1 < a->n_new) logits = &session.feed({next});
     }
     std::printf("\n");
     if (!a->logits_out.empty()) write_npy_f32(a->logits_out, all.data(), {int64_t(a->n_new), model->vocab_size()});

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -52,12 +53,14 @@ class Session {
   ~Session();
 
   // Appends `ids` to the sequence (prefilled in chunks). Returns logits [ids.size(), vocab] when
-  // all_logits, else [1, vocab] for the last token.
-  std::vector<float> feed(const std::vector<int32_t>& ids, bool all_logits = false);
+  // all_logits, else [1, vocab] for the last token. The buffer is the session's own, valid until the
+  // next call (no allocation per decoded token).
+  const std::vector<float>& feed(std::span<const int32_t> ids, bool all_logits = false);
+  const std::vector<float>& feed(std::initializer_list<int32_t> ids) { return feed(std::span<const int32_t>(ids.begin(), ids.size())); }
   // Makes the sequence equal `ids`, reusing the cached prefix they share with it (a conversation
   // one turn longer prefills only the new turn) and returns the last token's logits [vocab].
   // Exact: a rewind the sliding-window cache cannot serve falls back to a fresh prefill.
-  std::vector<float> sync(const std::vector<int32_t>& ids);
+  const std::vector<float>& sync(const std::vector<int32_t>& ids);
 
   int64_t position() const;                   // tokens in the sequence so far
   int64_t context_length() const;             // the model's max_position_embeddings

@@ -373,9 +373,10 @@ void TextDecoder::logits(const float* streams, int64_t n_tokens, int64_t first_r
   const TextConfig& c = config_.text;
   const int64_t D = c.hidden_size, K = c.altup_num_inputs;
   const int64_t plane = n_tokens * D;
-  grow(s.collapse, 2 * n_rows * D);
+  grow(s.collapse, 3 * n_rows * D);
   float* h = s.collapse.data();
   float* y = h + n_rows * D;
+  float* proj_all = y + n_rows * D;
   for (int64_t r = 0; r < n_rows; ++r) {
     const float* s0 = streams + (first_row + r) * D;
     std::copy(s0, s0 + D, h + r * D);
@@ -386,10 +387,9 @@ void TextDecoder::logits(const float* streams, int64_t n_tokens, int64_t first_r
       const float* sk = streams + k * plane + (first_row + r) * D;
       std::copy(sk, sk + D, y + r * D);
     }
-    std::vector<float> proj(size_t(n_rows * D));
-    matmul(w_.altup_unembed_projections[size_t(k - 1)], y, n_rows, proj.data(), pool);
+    matmul(w_.altup_unembed_projections[size_t(k - 1)], y, n_rows, proj_all, pool);
     for (int64_t r = 0; r < n_rows; ++r) {
-      float* pr = proj.data() + r * D;
+      float* pr = proj_all + r * D;
       match_magnitude(pr, D, kernels::rms(streams + (first_row + r) * D, D));
       for (int64_t d = 0; d < D; ++d) h[r * D + d] += pr[d];
     }

@@ -76,6 +76,7 @@ struct Session::Impl {
   DecoderScratch scratch;
   int64_t position = 0;
   std::vector<int32_t> tokens;
+  std::vector<float> logits;
   int64_t reused = 0;
   ForwardOptions forward;
   Impl(const Model& m, const SessionOptions& o) : model(m), cache(m.config().text, std::max<int64_t>(1, o.max_chunk)) {
@@ -87,7 +88,7 @@ Session::Session(const Model& model, const SessionOptions& options)
     : impl_(std::make_unique<Impl>(model, options)) {}
 Session::~Session() = default;
 
-std::vector<float> Session::feed(const std::vector<int32_t>& ids, bool all_logits) {
+const std::vector<float>& Session::feed(std::span<const int32_t> ids, bool all_logits) {
   auto& s = *impl_;
   const TextDecoder& dec = s.model.decoder();
   const int64_t V = dec.vocab_size();
@@ -96,7 +97,8 @@ std::vector<float> Session::feed(const std::vector<int32_t>& ids, bool all_logit
   const int64_t max_pos = dec.text().max_position_embeddings;
   if (s.position + n > max_pos)
     fail("the sequence would reach ", s.position + n, " tokens, beyond the model's context of ", max_pos);
-  std::vector<float> logits(size_t(all_logits ? n * V : V));
+  std::vector<float>& logits = s.logits;
+  logits.resize(size_t(all_logits ? n * V : V));
   const int64_t chunk = s.cache.max_chunk();
   for (int64_t begin = 0; begin < n; begin += chunk) {
     const int64_t len = std::min(chunk, n - begin);
@@ -109,7 +111,7 @@ std::vector<float> Session::feed(const std::vector<int32_t>& ids, bool all_logit
   return logits;
 }
 
-std::vector<float> Session::sync(const std::vector<int32_t>& ids) {
+const std::vector<float>& Session::sync(const std::vector<int32_t>& ids) {
   auto& s = *impl_;
   if (ids.empty()) fail("no tokens to feed");
   size_t common = 0;
@@ -122,7 +124,7 @@ std::vector<float> Session::sync(const std::vector<int32_t>& ids) {
   s.position = int64_t(common);
   s.tokens.resize(common);
   s.reused = int64_t(common);
-  return feed(std::vector<int32_t>(ids.begin() + std::ptrdiff_t(common), ids.end()));
+  return feed(std::span<const int32_t>(ids).subspan(common));
 }
 
 int64_t Session::position() const { return impl_->position; }

@@ -66,11 +66,11 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const Gene
     fail("the prompt has ", r.prompt_tokens, " tokens; the model's context is ", context, " tokens");
 
   const auto t0 = clock::now();
-  std::vector<float> logits = session.sync(req.prompt);
+  const std::vector<float>* logits = &session.sync(req.prompt);
   r.reused_tokens = session.reused_tokens();
   r.prefill_seconds = seconds_since(t0);
 
-  const int64_t vocab = int64_t(logits.size());
+  const int64_t vocab = int64_t(logits->size());
   Tokenizer::StreamDecoder stream(tokenizer);
   StopMatcher stops(req.stop_strings);
   bool keep_going = true, stopped_by_string = false;
@@ -83,7 +83,7 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const Gene
   const auto t1 = clock::now();
   r.finish_reason = "length";
   for (int64_t i = 0; i < req.max_new_tokens && keep_going; ++i) {
-    const int32_t next = sampler.sample(logits.data(), vocab, r.tokens);
+    const int32_t next = sampler.sample(logits->data(), vocab, r.tokens);
     r.tokens.push_back(next);
     if (i == 0) r.first_token_seconds = seconds_since(t0);
     if (std::find(req.stop_ids.begin(), req.stop_ids.end(), next) != req.stop_ids.end()) {
@@ -100,7 +100,7 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const Gene
       r.finish_reason = "context";
       break;
     }
-    logits = session.feed({next});
+    logits = &session.feed({next});
   }
   if (!stopped_by_string) {
     bool stopped = false;
