@@ -136,7 +136,16 @@ GenerateResult answer(Session& session, const Tokenizer& tok, const TextArgs& a,
   if (r.finish_reason == "context")
     std::fprintf(stderr, "g3n: the conversation reached the model's context of %lld tokens\n",
                  (long long)session.context_length());
-  if (a.verbose) print_stats(r);
+  if (a.verbose) {
+    print_stats(r);
+    const MemoryReport m = session.model().memory(&session);
+    auto mb = [](uint64_t b) { return double(b) / (1 << 20); };
+    std::fprintf(stderr,
+                 "[g3n] memory: core weights %.1f MiB mapped (%.1f MiB resident), PLE table %.1f MiB mapped (%.1f MiB "
+                 "of pages touched), KV cache %.1f MiB, scratch %.1f MiB\n",
+                 mb(m.core_weight_bytes), mb(m.core_weight_resident), mb(m.ple_table_bytes), mb(m.ple_table_resident),
+                 mb(m.kv_cache_bytes), mb(m.scratch_bytes));
+  }
   return r;
 }
 

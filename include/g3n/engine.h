@@ -24,6 +24,18 @@ struct LoadOptions {
   std::function<void(uint64_t, uint64_t)> progress;
 };
 
+// Where a model's memory goes. Resident figures come from mincore() on the mappings.
+struct MemoryReport {
+  uint64_t core_weight_bytes = 0;       // tensors every token reads (mapped)
+  uint64_t core_weight_resident = 0;    //   of which in RAM now
+  uint64_t ple_table_bytes = 0;         // the per-layer embedding table (mapped, read row by row)
+  uint64_t ple_table_resident = 0;      //   of which in RAM now (the pages of rows read so far)
+  uint64_t kv_cache_bytes = 0;          // of the session asked about
+  uint64_t scratch_bytes = 0;           // activations of the session asked about
+};
+
+class Session;
+
 class Model {
  public:
   // path: a Hugging Face checkpoint directory (config.json + safetensors). Throws g3n::Error.
@@ -34,6 +46,7 @@ class Model {
   int64_t vocab_size() const;
   const TextDecoder& decoder() const;
   ThreadPool& pool() const;
+  MemoryReport memory(const Session* session = nullptr) const;
 
  private:
   Model();
@@ -64,9 +77,12 @@ class Session {
 
   int64_t position() const;                   // tokens in the sequence so far
   int64_t context_length() const;             // the model's max_position_embeddings
+  const Model& model() const;
   const std::vector<int32_t>& tokens() const;  // the sequence itself
   int64_t reused_tokens() const;              // prefix tokens the last sync() did not recompute
   void reset();
+  uint64_t kv_cache_bytes() const;
+  uint64_t scratch_bytes() const;
 
  private:
   struct Impl;

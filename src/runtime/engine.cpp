@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <filesystem>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "formats/safetensors.h"
@@ -20,6 +23,16 @@ struct Model::Impl {
 };
 
 namespace {
+
+// The PLE table is read one row per token: tell the kernel not to read ahead or map neighbouring
+// pages, so only the rows actually used become resident.
+void advise_random(const TensorView& t) {
+  if (!t.valid()) return;
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(t.data) + uintptr_t(t.numel()) * dtype_size(t.dtype);
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_RANDOM);  // advice only: failure is harmless
+}
 
 // Reads one byte per page of the core weights so the first token does not pay for page faults, and
 // reports progress. The PLE table is left alone: it is read row by row, on demand.
@@ -61,8 +74,54 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   TextWeights weights = load_text_weights(config, *m->impl_->store);
   m->impl_->decoder = std::make_unique<TextDecoder>(std::move(config), std::move(weights));
   m->impl_->pool = std::make_unique<ThreadPool>(options.threads);
+  advise_random(m->impl_->decoder->weights().embed_tokens_per_layer);
   if (options.progress) prefault(m->impl_->decoder->weights(), options.progress);
   return m;
+}
+
+namespace {
+
+// Bytes of [p, p + n) that this process has mapped in RAM: the "present" bit of each page in
+// /proc/self/pagemap (mincore() would count the page cache, which holds pages no one touched).
+uint64_t resident_bytes(const void* p, uint64_t n) {
+  if (!p || n == 0) return 0;
+  const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
+  const uint64_t first = reinterpret_cast<uintptr_t>(p) / page;
+  const uint64_t last = (reinterpret_cast<uintptr_t>(p) + n - 1) / page;
+  FILE* f = std::fopen("/proc/self/pagemap", "rb");
+  if (!f) return 0;
+  uint64_t present = 0;
+  std::vector<uint64_t> entries(4096);
+  for (uint64_t pg = first; pg <= last;) {
+    const uint64_t count = std::min<uint64_t>(entries.size(), last - pg + 1);
+    if (std::fseek(f, long(pg * 8), SEEK_SET) != 0) break;
+    const size_t got = std::fread(entries.data(), 8, size_t(count), f);
+    for (size_t i = 0; i < got; ++i) present += (entries[i] >> 63) & 1;
+    if (got < count) break;
+    pg += count;
+  }
+  std::fclose(f);
+  return std::min<uint64_t>(present * page, n + page);
+}
+
+uint64_t tensor_bytes(const TensorView& t) { return uint64_t(t.numel()) * dtype_size(t.dtype); }
+
+}  // namespace
+
+MemoryReport Model::memory(const Session* session) const {
+  MemoryReport r;
+  const TextWeights& w = impl_->decoder->weights();
+  for (const TensorView* t : w.core_tensors()) {
+    r.core_weight_bytes += tensor_bytes(*t);
+    r.core_weight_resident += resident_bytes(t->data, tensor_bytes(*t));
+  }
+  r.ple_table_bytes = tensor_bytes(w.embed_tokens_per_layer);
+  r.ple_table_resident = resident_bytes(w.embed_tokens_per_layer.data, r.ple_table_bytes);
+  if (session) {
+    r.kv_cache_bytes = session->kv_cache_bytes();
+    r.scratch_bytes = session->scratch_bytes();
+  }
+  return r;
 }
 
 const ModelConfig& Model::config() const { return impl_->decoder->config(); }
@@ -131,6 +190,18 @@ int64_t Session::position() const { return impl_->position; }
 int64_t Session::context_length() const { return impl_->model.config().text.max_position_embeddings; }
 const std::vector<int32_t>& Session::tokens() const { return impl_->tokens; }
 int64_t Session::reused_tokens() const { return impl_->reused; }
+const Model& Session::model() const { return impl_->model; }
+uint64_t Session::kv_cache_bytes() const { return impl_->cache.bytes(); }
+
+uint64_t Session::scratch_bytes() const {
+  const DecoderScratch& s = impl_->scratch;
+  uint64_t n = impl_->logits.capacity();
+  for (const auto* v : {&s.x0, &s.pli, &s.streams, &s.pred, &s.xn, &s.q, &s.k, &s.v, &s.attn, &s.att, &s.lo, &s.laurel,
+                        &s.h1, &s.hn, &s.gate, &s.up, &s.ffn, &s.act, &s.corr, &s.pl_gate, &s.pl_out, &s.router,
+                        &s.scores, &s.collapse})
+    n += v->capacity();
+  return n * sizeof(float);
+}
 
 void Session::reset() {
   impl_->position = 0;  // stale cache entries are overwritten before they are read

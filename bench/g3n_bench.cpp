@@ -1,0 +1,152 @@
+// g3n_bench: prefill and decode speed, time to first token, memory, and the bandwidth roofline of
+// one model on this machine. Prints one JSON object (bench/compare.py puts it beside llama.cpp's).
+//
+//   g3n_bench -m DIR [--threads N] [--prefill 128,512] [--decode 128]
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "g3n/engine.h"
+#include "model/config.h"
+#include "model/text_decoder.h"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds(clock_type::time_point a, clock_type::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+std::vector<int32_t> random_ids(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> d(1000, 200000);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  ids[0] = 2;
+  for (size_t i = 1; i < ids.size(); ++i) ids[i] = d(rng);
+  return ids;
+}
+
+// Streaming read bandwidth of this machine with `threads` readers, in bytes/s.
+double measure_bandwidth(g3n::ThreadPool& pool) {
+  const size_t n = size_t(1) << 28;  // 1 GiB of floats: far beyond any cache
+  std::vector<float> buf(n / sizeof(float), 1.0f);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    std::vector<double> partial(size_t(pool.size()) * 64, 0.0);
+    const auto t0 = clock_type::now();
+    const int64_t chunks = 256;
+    const int64_t per = int64_t(buf.size()) / chunks;
+    pool.parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
+      float acc[16] = {};
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* p = buf.data() + c * per;
+        for (int64_t i = 0; i + 16 <= per; i += 16)
+          for (int j = 0; j < 16; ++j) acc[j] += p[i + j];
+      }
+      float s = 0;
+      for (float v : acc) s += v;
+      partial[size_t(c0 % int64_t(partial.size()))] += s;
+    });
+    const double t = seconds(t0, clock_type::now());
+    volatile double sink = 0;
+    for (double v : partial) sink = sink + v;
+    best = std::max(best, double(n) / t);
+  }
+  return best;
+}
+
+// Bytes of weights one decode token reads: every projection of every layer (a KV-shared layer has no
+// K/V projections to read), the PLE row, the per-layer projection, the AltUp projections and the LM head.
+uint64_t decode_weight_bytes(const g3n::Model& model) {
+  const g3n::TextWeights& w = model.decoder().weights();
+  uint64_t b = 0;
+  for (const g3n::TensorView* t : w.core_tensors()) b += uint64_t(t->numel()) * g3n::dtype_size(t->dtype);
+  const auto& ple = w.embed_tokens_per_layer;
+  b += uint64_t(ple.dim(1)) * g3n::dtype_size(ple.dtype);  // one row
+  return b;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"g3n_bench: speed and memory of one model"};
+  std::string model_dir;
+  int threads = 2;
+  std::vector<int64_t> prefill = {128, 512};
+  int64_t decode = 128;
+  bool bandwidth = true;
+  app.add_option("-m,--model", model_dir, "Checkpoint directory")->required();
+  app.add_option("-t,--threads", threads, "Threads");
+  app.add_option("--prefill", prefill, "Prompt lengths to time")->delimiter(',');
+  app.add_option("--decode", decode, "Tokens to decode after a 128-token prompt");
+  app.add_flag("!--no-bandwidth", bandwidth, "Skip the memory bandwidth measurement");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    nlohmann::json out;
+    g3n::LoadOptions lo;
+    lo.threads = threads;
+    const auto t_load = clock_type::now();
+    auto model = g3n::Model::load(model_dir, lo);
+    out["load_seconds"] = seconds(t_load, clock_type::now());
+    out["threads"] = model->pool().size();
+    out["model"] = model_dir;
+
+    for (int64_t n : prefill) {
+      const auto ids = random_ids(n, uint32_t(n));
+      double best = 1e30;
+      for (int rep = 0; rep < 2; ++rep) {
+        g3n::Session s(*model);
+        const auto t0 = clock_type::now();
+        s.feed(ids);
+        best = std::min(best, seconds(t0, clock_type::now()));
+      }
+      out["prefill"][std::to_string(n)] = {{"seconds", best}, {"tokens_per_second", double(n) / best}};
+    }
+
+    {
+      const auto ids = random_ids(128, 7);
+      g3n::Session s(*model);
+      const auto t0 = clock_type::now();
+      const std::vector<float>* logits = &s.feed(ids);
+      int32_t next = g3n::argmax(logits->data(), model->vocab_size());
+      const auto t_first = clock_type::now();
+      out["time_to_first_token_seconds"] = seconds(t0, t_first);
+      for (int64_t i = 0; i < decode; ++i) {
+        logits = &s.feed({next});
+        next = g3n::argmax(logits->data(), model->vocab_size());
+      }
+      const double dt = seconds(t_first, clock_type::now());
+      out["decode"] = {{"tokens", decode}, {"seconds", dt}, {"tokens_per_second", double(decode) / dt}};
+      const g3n::MemoryReport m = model->memory(&s);
+      out["memory"] = {{"core_weight_bytes", m.core_weight_bytes},   {"core_weight_resident", m.core_weight_resident},
+                       {"ple_table_bytes", m.ple_table_bytes},       {"ple_table_resident", m.ple_table_resident},
+                       {"kv_cache_bytes", m.kv_cache_bytes},         {"scratch_bytes", m.scratch_bytes}};
+    }
+
+    struct rusage ru {};
+    ::getrusage(RUSAGE_SELF, &ru);
+    out["peak_rss_bytes"] = uint64_t(ru.ru_maxrss) * 1024;
+
+    const uint64_t bytes = decode_weight_bytes(*model);
+    out["decode_weight_bytes_per_token"] = bytes;
+    if (bandwidth) {
+      const double bw = measure_bandwidth(model->pool());
+      out["memory_bandwidth_bytes_per_second"] = bw;
+      const double roofline = bw / double(bytes);
+      out["roofline_tokens_per_second"] = roofline;
+      out["share_of_roofline"] = out["decode"]["tokens_per_second"].get<double>() / roofline;
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "g3n_bench: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
