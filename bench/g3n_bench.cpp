@@ -66,9 +66,9 @@ double measure_bandwidth(g3n::ThreadPool& pool) {
 uint64_t decode_weight_bytes(const g3n::Model& model) {
   const g3n::TextWeights& w = model.decoder().weights();
   uint64_t b = 0;
-  for (const g3n::TensorView* t : w.core_tensors()) b += uint64_t(t->numel()) * g3n::dtype_size(t->dtype);
+  for (const g3n::TensorView* t : w.core_tensors()) b += g3n::dtype_bytes(t->dtype, t->numel());
   const auto& ple = w.embed_tokens_per_layer;
-  b += uint64_t(ple.dim(1)) * g3n::dtype_size(ple.dtype);  // one row
+  b += ple.row_bytes();  // one row
   return b;
 }
 

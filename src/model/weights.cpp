@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "formats/safetensors.h"
 
 namespace g3n {
 namespace {
@@ -11,7 +12,7 @@ namespace {
 // Walks the declarations, collecting every problem before reporting.
 class Registry {
  public:
-  Registry(const TensorStore& store, std::string prefix) : store_(store), prefix_(std::move(prefix)) {}
+  Registry(const WeightSource& store, std::string prefix) : store_(store), prefix_(std::move(prefix)) {}
 
   TensorView matrix(const std::string& name, std::vector<int64_t> shape, bool required = true) {
     const std::string full = prefix_ + name;
@@ -57,22 +58,35 @@ class Registry {
     for (auto d : s) n *= d;
     return n;
   }
-  const TensorStore& store_;
+  const WeightSource& store_;
   std::string prefix_;
   std::vector<std::string> problems_;
 };
 
 // Released multimodal checkpoints use "model.language_model.", Gemma3nForCausalLM uses "model.".
-std::string find_text_prefix(const TensorStore& store) {
+std::string find_text_prefix(const WeightSource& store) {
   for (const char* p : {"model.language_model.", "model.", "language_model.model.", ""})
     if (store.find(std::string(p) + "embed_tokens.weight")) return p;
   fail("no Gemma 3n text decoder in the checkpoint: tensor model.language_model.embed_tokens.weight "
        "(or model.embed_tokens.weight) not found");
 }
 
+class SafetensorsSource final : public WeightSource {
+ public:
+  explicit SafetensorsSource(const TensorStore& s) : store_(s) {}
+  const TensorView* find(const std::string& name) const override { return store_.find(name); }
+
+ private:
+  const TensorStore& store_;
+};
+
 }  // namespace
 
-TextWeights load_text_weights(const ModelConfig& config, const TensorStore& store) {
+std::unique_ptr<WeightSource> safetensors_source(const TensorStore& store) {
+  return std::make_unique<SafetensorsSource>(store);
+}
+
+TextWeights load_text_weights(const ModelConfig& config, const WeightSource& store) {
   const TextConfig& c = config.text;
   const std::string prefix = find_text_prefix(store);
   Registry reg(store, prefix);

@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "base/tensor.h"
-#include "formats/safetensors.h"
 #include "model/config.h"
+#include "model/weight_source.h"
 
 namespace g3n {
 
@@ -55,6 +55,6 @@ struct TextWeights {
 
 // Loads and validates every text-decoder tensor (and the multimodal hard-token embedders when the
 // config is multimodal). Throws g3n::Error listing each missing or mis-shaped tensor.
-TextWeights load_text_weights(const ModelConfig& config, const TensorStore& store);
+TextWeights load_text_weights(const ModelConfig& config, const WeightSource& source);
 
 }  // namespace g3n

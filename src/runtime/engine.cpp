@@ -1,6 +1,8 @@
 #include "g3n/engine.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include <sys/mman.h>
@@ -8,7 +10,9 @@
 
 #include "base/error.h"
 #include "base/thread_pool.h"
+#include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "model/gguf_model.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/text_decoder.h"
@@ -17,7 +21,10 @@
 namespace g3n {
 
 struct Model::Impl {
-  std::unique_ptr<TensorStore> store;  // owns the mappings every TensorView points into
+  // Own the mappings (and converted tensors) every TensorView points into.
+  std::unique_ptr<TensorStore> store;
+  std::unique_ptr<GgufFile> gguf;
+  std::unique_ptr<WeightSource> source;
   std::unique_ptr<TextDecoder> decoder;
   std::unique_ptr<ThreadPool> pool;
 };
@@ -30,7 +37,7 @@ void advise_random(const TensorView& t) {
   if (!t.valid()) return;
   const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
   const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data) & ~(page - 1);
-  const uintptr_t end = reinterpret_cast<uintptr_t>(t.data) + uintptr_t(t.numel()) * dtype_size(t.dtype);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(t.data) + uintptr_t(dtype_bytes(t.dtype, t.numel()));
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_RANDOM);  // advice only: failure is harmless
 }
 
@@ -39,12 +46,12 @@ void advise_random(const TensorView& t) {
 void prefault(const TextWeights& w, const std::function<void(uint64_t, uint64_t)>& progress) {
   uint64_t total = 0, done = 0, last = 0;
   const auto tensors = w.core_tensors();
-  for (const TensorView* t : tensors) total += uint64_t(t->numel()) * dtype_size(t->dtype);
+  for (const TensorView* t : tensors) total += dtype_bytes(t->dtype, t->numel());
   progress(0, total);
   volatile uint8_t sink = 0;
   for (const TensorView* t : tensors) {
     const auto* p = static_cast<const uint8_t*>(t->data);
-    const uint64_t n = uint64_t(t->numel()) * dtype_size(t->dtype);
+    const uint64_t n = dtype_bytes(t->dtype, t->numel());
     for (uint64_t off = 0; off < n; off += 4096) sink = sink + p[off];
     done += n;
     if (done - last >= (uint64_t(64) << 20) || done == total) {
@@ -60,22 +67,48 @@ void prefault(const TextWeights& w, const std::function<void(uint64_t, uint64_t)
 Model::Model() : impl_(std::make_unique<Impl>()) {}
 Model::~Model() = default;
 
+namespace {
+
+bool is_gguf_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  char magic[4] = {};
+  const bool ok = std::fread(magic, 1, 4, f) == 4 && std::memcmp(magic, "GGUF", 4) == 0;
+  std::fclose(f);
+  return ok;
+}
+
+}  // namespace
+
 std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::exists(path, ec)) fail("model path ", path, " does not exist");
-  if (!fs::is_directory(path, ec)) fail("model path ", path, " is not a checkpoint directory");
-  const fs::path config_path = fs::path(path) / "config.json";
-  if (!fs::exists(config_path, ec)) fail("no config.json in ", path, " (expected a Hugging Face checkpoint directory)");
-
   std::unique_ptr<Model> m(new Model());
-  ModelConfig config = load_config(config_path.string());
-  m->impl_->store = std::make_unique<TensorStore>(TensorStore::open_dir(path));
-  TextWeights weights = load_text_weights(config, *m->impl_->store);
-  m->impl_->decoder = std::make_unique<TextDecoder>(std::move(config), std::move(weights));
-  m->impl_->pool = std::make_unique<ThreadPool>(options.threads);
-  advise_random(m->impl_->decoder->weights().embed_tokens_per_layer);
-  if (options.progress) prefault(m->impl_->decoder->weights(), options.progress);
+  auto& impl = *m->impl_;
+  ModelConfig config;
+  if (fs::is_regular_file(path, ec)) {
+    if (!is_gguf_file(path))
+      fail("model path ", path, " is a file but not a GGUF file (expected a .gguf or a checkpoint directory)");
+    impl.gguf = std::make_unique<GgufFile>(GgufFile::open(path));
+    GgufModel g = load_gguf_model(*impl.gguf);
+    config = std::move(g.config);
+    impl.source = std::move(g.weights);
+  } else if (fs::is_directory(path, ec)) {
+    const fs::path config_path = fs::path(path) / "config.json";
+    if (!fs::exists(config_path, ec))
+      fail("no config.json in ", path, " (expected a Hugging Face checkpoint directory)");
+    config = load_config(config_path.string());
+    impl.store = std::make_unique<TensorStore>(TensorStore::open_dir(path));
+    impl.source = safetensors_source(*impl.store);
+  } else {
+    fail("model path ", path, " is neither a checkpoint directory nor a GGUF file");
+  }
+  TextWeights weights = load_text_weights(config, *impl.source);
+  impl.decoder = std::make_unique<TextDecoder>(std::move(config), std::move(weights));
+  impl.pool = std::make_unique<ThreadPool>(options.threads);
+  advise_random(impl.decoder->weights().embed_tokens_per_layer);
+  if (options.progress) prefault(impl.decoder->weights(), options.progress);
   return m;
 }
 
@@ -104,7 +137,7 @@ uint64_t resident_bytes(const void* p, uint64_t n) {
   return std::min<uint64_t>(present * page, n + page);
 }
 
-uint64_t tensor_bytes(const TensorView& t) { return uint64_t(t.numel()) * dtype_size(t.dtype); }
+uint64_t tensor_bytes(const TensorView& t) { return dtype_bytes(t.dtype, t.numel()); }
 
 }  // namespace
 
