@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -27,14 +28,29 @@ double rope_theta(const json& params, const char* layer_type, double fallback) {
   auto it = params.find(layer_type);
   if (it == params.end() || !it->is_object()) return fallback;
   const std::string type = get_or<std::string>(*it, "rope_type", "default");
-  if (type != "default")
-    fail("config field 'rope_parameters." , layer_type, ".rope_type' is '", type,
-         "'; only 'default' RoPE is supported");
+  if (type != "default" && type != "linear")
+    fail("config field 'rope_parameters.", layer_type, ".rope_type' is '", type,
+         "'; only 'default' and 'linear' RoPE are supported");
   return get_or<double>(*it, "rope_theta", fallback);
 }
 
-TextConfig parse_text(const json& j) {
+TextConfig parse_text(const json& j, Architecture arch) {
   TextConfig c;
+  c.arch = arch;
+  if (arch == Architecture::Gemma3) {
+    // Gemma3TextConfig's defaults where they differ from Gemma 3n's.
+    c.vocab_size = 262208;
+    c.hidden_size = 2304;
+    c.num_hidden_layers = 26;
+    c.num_attention_heads = 8;
+    c.num_key_value_heads = 4;
+    c.sliding_window = 4096;
+    c.num_kv_shared_layers = 0;
+    c.altup_num_inputs = 1;
+    c.v_norm = false;
+    c.norm_weight_plus_one = true;
+    c.query_scale = 1.0f / std::sqrt(get_or<float>(j, "query_pre_attn_scalar", 256.0f));
+  }
   c.vocab_size = get_or<int64_t>(j, "vocab_size", c.vocab_size);
   c.vocab_size_per_layer_input = get_or<int64_t>(j, "vocab_size_per_layer_input", c.vocab_size_per_layer_input);
   c.hidden_size = get_or<int64_t>(j, "hidden_size", c.hidden_size);
@@ -52,7 +68,9 @@ TextConfig parse_text(const json& j) {
   c.altup_correct_scale = get_or<bool>(j, "altup_correct_scale", c.altup_correct_scale);
   c.laurel_rank = get_or<int>(j, "laurel_rank", c.laurel_rank);
   c.final_logit_softcapping = get_or<float>(j, "final_logit_softcapping", 0.0f);
-  if (!j.contains("final_logit_softcapping")) c.final_logit_softcapping = 30.0f;
+  if (!j.contains("final_logit_softcapping") && arch == Architecture::Gemma3n) c.final_logit_softcapping = 30.0f;
+  if (arch == Architecture::Gemma3 && get_or<float>(j, "attn_logit_softcapping", 0.0f) > 0)
+    fail("config field 'attn_logit_softcapping' is set; attention logit soft-capping is not supported");
   c.rms_norm_eps = get_or<float>(j, "rms_norm_eps", c.rms_norm_eps);
   c.pad_token_id = get_or<int>(j, "pad_token_id", c.pad_token_id);
   c.bos_token_id = get_or<int>(j, "bos_token_id", c.bos_token_id);
@@ -84,7 +102,10 @@ TextConfig parse_text(const json& j) {
       else fail("config field 'layer_types' has unknown entry ", s);
     }
   } else {
-    for (int i = 0; i < L; ++i) c.layer_types.push_back((i + 1) % 5 == 0 ? AttentionType::Full : AttentionType::Sliding);
+    // Gemma 3n: every 5th layer is global; Gemma 3: every sliding_window_pattern-th (default 6).
+    const int every = arch == Architecture::Gemma3 ? get_or<int>(j, "sliding_window_pattern", 6) : 5;
+    if (every <= 0) fail("config field 'sliding_window_pattern' must be positive, got ", every);
+    for (int i = 0; i < L; ++i) c.layer_types.push_back((i + 1) % every == 0 ? AttentionType::Full : AttentionType::Sliding);
   }
 
   // activation_sparsity_pattern: list, scalar, or default (0.95 for the first 10 layers when L > 10).
@@ -95,7 +116,7 @@ TextConfig parse_text(const json& j) {
   } else if (it != j.end() && it->is_number()) {
     c.activation_sparsity.assign(size_t(L), it->get<float>());
   } else {
-    const int sparse = L > 10 ? 10 : 0;
+    const int sparse = L > 10 && arch == Architecture::Gemma3n ? 10 : 0;
     for (int i = 0; i < L; ++i) c.activation_sparsity.push_back(i < sparse ? 0.95f : 0.0f);
   }
 
@@ -103,13 +124,21 @@ TextConfig parse_text(const json& j) {
   // rope_theta / rope_local_base_freq / rope_scaling keys.
   double theta_full = get_or<double>(j, "rope_theta", 1e6);
   double theta_local = get_or<double>(j, "rope_local_base_freq", 1e4);
-  if (auto it = j.find("rope_scaling"); it != j.end() && it->is_object()) {
-    const std::string type = get_or<std::string>(*it, "rope_type", get_or<std::string>(*it, "type", "default"));
-    if (type != "default") fail("config field 'rope_scaling' asks for '", type, "' RoPE; only 'default' is supported");
-  }
+  auto scaling_of = [&](const json& params, const char* field) {
+    const std::string type = get_or<std::string>(params, "rope_type", get_or<std::string>(params, "type", "default"));
+    if (type == "default") return 1.0f;
+    if (type == "linear") return get_or<float>(params, "factor", 1.0f);
+    fail("config field '", field, "' asks for '", type, "' RoPE; only 'default' and 'linear' are supported");
+  };
+  if (auto it = j.find("rope_scaling"); it != j.end() && it->is_object()) c.rope_scaling_full = scaling_of(*it, "rope_scaling");
   if (auto it = j.find("rope_parameters"); it != j.end() && it->is_object()) {
     theta_full = rope_theta(*it, "full_attention", theta_full);
     theta_local = rope_theta(*it, "sliding_attention", theta_local);
+    if (auto f = it->find("full_attention"); f != it->end() && f->is_object())
+      c.rope_scaling_full = scaling_of(*f, "rope_parameters.full_attention");
+    if (auto sl = it->find("sliding_attention"); sl != it->end() && sl->is_object() &&
+        scaling_of(*sl, "rope_parameters.sliding_attention") != 1.0f)
+      fail("config field 'rope_parameters.sliding_attention' scales RoPE; only the full-attention layers may");
   }
   c.rope_theta_full = theta_full;
   c.rope_theta_sliding = theta_local;
@@ -198,8 +227,8 @@ ModelConfig parse_config(const std::string& json_text) {
   m.model_type = get_or<std::string>(j, "model_type", "");
   if (auto it = j.find("text_config"); it != j.end()) {
     if (!it->is_object()) fail("config field 'text_config' is not an object");
-    m.multimodal = true;
-    m.text = parse_text(*it);
+    m.multimodal = m.model_type != "gemma3";
+    m.text = parse_text(*it, m.model_type == "gemma3" ? Architecture::Gemma3 : Architecture::Gemma3n);
     m.vision = parse_embedder(j.value("vision_config", json::object()), 262144, 2048);
     m.audio = parse_embedder(j.value("audio_config", json::object()), 262272, 1536);
     m.image_token_id = get_or<int64_t>(j, "image_token_id", m.image_token_id);
@@ -209,9 +238,10 @@ ModelConfig parse_config(const std::string& json_text) {
     m.boa_token_id = get_or<int64_t>(j, "boa_token_id", m.boa_token_id);
     m.eoa_token_id = get_or<int64_t>(j, "eoa_token_id", m.eoa_token_id);
   } else {
-    if (!m.model_type.empty() && m.model_type != "gemma3n_text" && m.model_type != "gemma3n")
-      fail("config.json describes a '", m.model_type, "' model, not Gemma 3n");
-    m.text = parse_text(j);
+    if (!m.model_type.empty() && m.model_type != "gemma3n_text" && m.model_type != "gemma3n" &&
+        m.model_type != "gemma3_text")
+      fail("config.json describes a '", m.model_type, "' model, not Gemma 3n (or Gemma 3)");
+    m.text = parse_text(j, m.model_type == "gemma3_text" ? Architecture::Gemma3 : Architecture::Gemma3n);
   }
   m.text.validate();
   return m;

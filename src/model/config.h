@@ -9,7 +9,12 @@ namespace g3n {
 
 enum class AttentionType : uint8_t { Sliding, Full };
 
+// Gemma 3n, or Gemma 3 (the same family without AltUp, LAuReL, per-layer embeddings and KV sharing;
+// (1 + w) norms folded into the weights at load, query pre-attention scaling, no v_norm).
+enum class Architecture : uint8_t { Gemma3n, Gemma3 };
+
 struct TextConfig {
+  Architecture arch = Architecture::Gemma3n;
   int64_t vocab_size = 262400;                  // rows of embed_tokens = number of logits
   int64_t vocab_size_per_layer_input = 262144;  // rows of the PLE table
   int64_t hidden_size = 2048;
@@ -33,12 +38,17 @@ struct TextConfig {
   int laurel_rank = 64;
   float final_logit_softcapping = 30.0f;  // <= 0: none
   float rms_norm_eps = 1e-6f;
+  float query_scale = 1.0f;          // multiplies q·k (Gemma 3n: 1; Gemma 3: query_pre_attn_scalar^-0.5)
+  bool v_norm = true;                // Gemma 3n normalises values (no weight); Gemma 3 does not
+  bool norm_weight_plus_one = false; // checkpoint stores w with the norm computing (1 + w) (HF Gemma 3)
+  float rope_scaling_full = 1.0f;    // linear RoPE scaling of the full-attention layers (Gemma 3 4B+: 8)
   int pad_token_id = 0, eos_token_id = 1, bos_token_id = 2;
 
   // Derived once by validate().
   int first_kv_shared_layer = 0;      // layers at or above this reuse another layer's K/V
   std::vector<int> kv_source_layer;   // per layer: the layer whose cache it reads (itself when it owns one)
 
+  bool is_gemma3n() const { return arch == Architecture::Gemma3n; }
   bool owns_kv(int layer) const { return kv_source_layer[size_t(layer)] == layer; }
   bool is_sliding(int layer) const { return layer_types[size_t(layer)] == AttentionType::Sliding; }
   void validate();  // fills the derived fields; throws g3n::Error naming the offending field

@@ -163,8 +163,9 @@ std::string gemma3n_gguf_name(const std::string& h) {
 GgufModel load_gguf_model(const GgufFile& f) {
   const std::string file = f.path();
   const std::string arch = f.get_string("general.architecture", "");
-  if (arch != "gemma3n")
-    fail(file, ": general.architecture is '", arch, "'; this loader reads 'gemma3n' files");
+  if (arch != "gemma3n" && arch != "gemma3")
+    fail(file, ": general.architecture is '", arch, "'; g3n reads 'gemma3n' and 'gemma3' files");
+  const bool is_3n = arch == "gemma3n";
 
   auto source = std::make_unique<GgufSource>();
   std::map<std::string, const GgufTensorInfo*> by_name;
@@ -177,6 +178,14 @@ GgufModel load_gguf_model(const GgufFile& f) {
 
   // ---- config from the metadata (HF names in comments)
   TextConfig c;
+  if (!is_3n) {
+    // llama.cpp's Gemma 3: norms stored with the +1 already added (its converter folds it in), query
+    // scaled by 1/sqrt(key_length), every 6th layer global, no AltUp / LAuReL / PLE / KV sharing.
+    c.arch = Architecture::Gemma3;
+    c.v_norm = false;
+    c.altup_num_inputs = 1;
+    c.num_kv_shared_layers = 0;
+  }
   auto u32 = [&](const char* key) { return f.get_u32(arch_key(arch, key)); };
   c.num_hidden_layers = int(u32("block_count"));
   c.hidden_size = u32("embedding_length");
@@ -188,11 +197,18 @@ GgufModel load_gguf_model(const GgufFile& f) {
   c.sliding_window = int(f.get_u32(arch_key(arch, "attention.sliding_window"), 512));
   c.rope_theta_full = f.get_f32(arch_key(arch, "rope.freq_base"), 1e6f);
   c.rope_theta_sliding = f.get_f32(arch_key(arch, "rope.freq_base_swa"), 1e4f);
-  c.hidden_size_per_layer_input = f.get_u32(arch_key(arch, "embedding_length_per_layer_input"), 256);
-  c.altup_num_inputs = int(f.get_u32(arch_key(arch, "altup.num_inputs"), 4));
-  c.altup_active_idx = int(f.get_u32(arch_key(arch, "altup.active_idx"), 0));
-  c.num_kv_shared_layers = int(f.get_u32(arch_key(arch, "attention.shared_kv_layers"), 0));
-  c.final_logit_softcapping = f.get_f32(arch_key(arch, "final_logit_softcapping"), 30.0f);
+  if (is_3n) {
+    c.hidden_size_per_layer_input = f.get_u32(arch_key(arch, "embedding_length_per_layer_input"), 256);
+    c.altup_num_inputs = int(f.get_u32(arch_key(arch, "altup.num_inputs"), 4));
+    c.altup_active_idx = int(f.get_u32(arch_key(arch, "altup.active_idx"), 0));
+    c.num_kv_shared_layers = int(f.get_u32(arch_key(arch, "attention.shared_kv_layers"), 0));
+  } else {
+    c.query_scale = 1.0f / std::sqrt(float(c.head_dim));
+    const std::string scaling = f.get_string(arch_key(arch, "rope.scaling.type"), "none");
+    if (scaling == "linear") c.rope_scaling_full = f.get_f32(arch_key(arch, "rope.scaling.factor"), 1.0f);
+    else if (scaling != "none") fail(file, ": ", arch, ".rope.scaling.type '", scaling, "' is not supported");
+  }
+  c.final_logit_softcapping = f.get_f32(arch_key(arch, "final_logit_softcapping"), is_3n ? 30.0f : 0.0f);
   const int L = c.num_hidden_layers;
   if (L <= 0 || L > 1024) fail(file, ": ", arch, ".block_count is ", L);
 
@@ -209,12 +225,15 @@ GgufModel load_gguf_model(const GgufFile& f) {
     if (int(pattern.size()) != L) fail(file, ": ", pattern_key, " has ", pattern.size(), " entries for ", L, " layers");
     for (bool sliding : pattern) c.layer_types.push_back(sliding ? AttentionType::Sliding : AttentionType::Full);
   } else {
-    for (int i = 0; i < L; ++i) c.layer_types.push_back((i + 1) % 5 == 0 ? AttentionType::Full : AttentionType::Sliding);
+    const int every = is_3n ? 5 : 6;  // llama.cpp's hard-coded patterns when the file has none
+    for (int i = 0; i < L; ++i) c.layer_types.push_back((i + 1) % every == 0 ? AttentionType::Full : AttentionType::Sliding);
   }
   // activation_sparsity_scale holds Φ⁻¹(target) per layer (−∞ for dense layers): decide "sparse"
   // from the sign, and recover the target as Φ(scale).
   const std::string sparsity_key = arch_key(arch, "activation_sparsity_scale");
-  if (f.has(sparsity_key)) {
+  if (!is_3n) {
+    c.activation_sparsity.assign(size_t(L), 0.0f);
+  } else if (f.has(sparsity_key)) {
     const auto scales = f.get_array<float>(sparsity_key);
     if (int(scales.size()) != L) fail(file, ": ", sparsity_key, " has ", scales.size(), " entries for ", L, " layers");
     for (float s : scales)
@@ -223,8 +242,10 @@ GgufModel load_gguf_model(const GgufFile& f) {
     for (int i = 0; i < L; ++i) c.activation_sparsity.push_back(i < 10 && L > 10 ? 0.95f : 0.0f);
   }
   c.vocab_size = tensor("token_embd.weight").shape().at(0);
-  c.vocab_size_per_layer_input = tensor("per_layer_token_embd.weight").shape().at(0);
-  c.laurel_rank = int(tensor("blk.0.laurel_l.weight").shape().at(0));
+  if (is_3n) {
+    c.vocab_size_per_layer_input = tensor("per_layer_token_embd.weight").shape().at(0);
+    c.laurel_rank = int(tensor("blk.0.laurel_l.weight").shape().at(0));
+  }
   c.bos_token_id = int(f.get_u32("tokenizer.ggml.bos_token_id", 2));
   c.eos_token_id = int(f.get_u32("tokenizer.ggml.eos_token_id", 1));
   c.pad_token_id = int(f.get_u32("tokenizer.ggml.padding_token_id", 0));
@@ -250,7 +271,7 @@ GgufModel load_gguf_model(const GgufFile& f) {
   }
 
   GgufModel m;
-  m.config.model_type = "gemma3n_text";
+  m.config.model_type = is_3n ? "gemma3n_text" : "gemma3_text";
   m.config.text = std::move(c);
   m.weights = std::move(source);
   return m;

@@ -42,6 +42,7 @@ void match_magnitude(float* y, int64_t n, float target) {
 TextDecoder::TextDecoder(ModelConfig config, TextWeights weights) : config_(std::move(config)), w_(std::move(weights)) {
   const TextConfig& c = config_.text;
   inv_freq_full_ = rope_inv_freq(c.rope_theta_full, c.head_dim);
+  for (float& f : inv_freq_full_) f /= c.rope_scaling_full;  // linear scaling: positions / factor
   inv_freq_sliding_ = rope_inv_freq(c.rope_theta_sliding, c.head_dim);
   for (float target : c.activation_sparsity)
     // Reference: Normal(0, 1).icdf(target) evaluated in float32.
@@ -138,6 +139,14 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
   cache.reserve(start_pos + n);
 
   embed(ids, n, s, pool);
+  if (!c.is_gemma3n()) {
+    // Gemma 3: one residual stream, plain pre/post-norm blocks.
+    grow(s.streams, n * D);
+    std::copy(s.x0.begin(), s.x0.begin() + n * D, s.streams.begin());
+    for (int l = 0; l < c.num_hidden_layers; ++l) layer_gemma3(l, n, start_pos, cache, s, pool);
+    if (logits_out) logits(s.streams.data(), n, all_logits ? 0 : n - 1, all_logits ? n : 1, s, pool, logits_out);
+    return;
+  }
   per_layer_inputs(ids, n, s, pool);
 
   // Build the AltUp streams: s[0] = x0, s[k] = W_k x0 renormalised to the RMS of x0.
@@ -275,6 +284,28 @@ void TextDecoder::layer(int l, int64_t n, int64_t start_pos, KvCache& cache, Dec
   std::copy(s.corr.begin(), s.corr.begin() + K * plane, s.streams.begin());
 }
 
+// Gemma 3's layer: x += post_norm(attn(pre_norm(x))); x += post_norm(ffn(pre_norm(x))).
+// Reference: transformers Gemma3DecoderLayer.forward.
+void TextDecoder::layer_gemma3(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s,
+                               ThreadPool& pool) const {
+  const TextConfig& c = config_.text;
+  const TextLayerWeights& w = w_.layers[size_t(l)];
+  const int64_t D = c.hidden_size;
+  grow(s.xn, n * D);
+  grow(s.h1, n * D);
+  grow(s.act, n * D);
+  float* x = s.streams.data();
+  for (int64_t t = 0; t < n; ++t) rms_norm(x + t * D, w.input_layernorm.data(), D, c.rms_norm_eps, s.xn.data() + t * D);
+  attention(l, n, start_pos, cache, s, pool);
+  for (int64_t t = 0; t < n; ++t) {
+    float* att = s.att.data() + t * D;
+    rms_norm(att, w.post_attention_layernorm.data(), D, c.rms_norm_eps, att);
+    for (int64_t d = 0; d < D; ++d) s.h1[size_t(t * D + d)] = x[t * D + d] + att[d];
+  }
+  feed_forward(l, n, s, pool);
+  std::copy(s.act.begin(), s.act.begin() + n * D, s.streams.begin());
+}
+
 // Self-attention on s.xn -> s.att (o_proj output). Layers that own K/V write the chunk's keys and
 // values into the cache first; KV-shared layers read their source layer's cache, which already holds
 // this chunk (the source layer ran earlier in this pass).
@@ -307,7 +338,7 @@ void TextDecoder::attention(int l, int64_t n, int64_t start_pos, KvCache& cache,
       float* v = s.v.data() + t * kv_dim;
       for (int h = 0; h < Hkv; ++h) {
         rms_norm(k + h * Dh, w.k_norm.data(), Dh, c.rms_norm_eps, k + h * Dh);
-        rms_norm(v + h * Dh, nullptr, Dh, c.rms_norm_eps, v + h * Dh);  // v_norm has no weight
+        if (c.v_norm) rms_norm(v + h * Dh, nullptr, Dh, c.rms_norm_eps, v + h * Dh);  // v_norm has no weight
       }
       kernels::rope_neox(k, Hkv, Dh, start_pos + t, inv_freq);  // values are never rotated
       std::copy(k, k + kv_dim, cache.key(l, start_pos + t));
@@ -323,7 +354,7 @@ void TextDecoder::attention(int l, int64_t n, int64_t start_pos, KvCache& cache,
       const int64_t pos = start_pos + t;
       const int64_t first = sliding ? std::max<int64_t>(0, pos - window + 1) : 0;  // token + (window - 1) before it
       if (int64_t(scores.size()) < pos - first + 1) scores.resize(size_t(pos - first + 1));
-      kernels::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, 1.0f, s.attn.data() + t * q_dim,
+      kernels::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, c.query_scale, s.attn.data() + t * q_dim,
                       scores.data());
     }
   });

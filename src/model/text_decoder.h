@@ -46,6 +46,7 @@ class TextDecoder {
                         ThreadPool& pool) const;
   void per_layer_inputs(const int32_t* ids, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
   void layer(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
+  void layer_gemma3(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
   void attention(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
   void feed_forward(int l, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
   void keep_last_row(DecoderScratch& s, int64_t n) const;

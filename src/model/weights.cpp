@@ -94,17 +94,20 @@ TextWeights load_text_weights(const ModelConfig& config, const WeightSource& sto
   const int64_t K = c.altup_num_inputs, Dh = c.head_dim;
   const int64_t q_dim = int64_t(c.num_attention_heads) * Dh, kv_dim = int64_t(c.num_key_value_heads) * Dh;
 
+  const bool g3n = c.is_gemma3n();
   TextWeights w;
   w.embed_tokens = reg.matrix("embed_tokens.weight", {c.vocab_size, D});
-  w.embed_tokens_per_layer = reg.matrix("embed_tokens_per_layer.weight", {c.vocab_size_per_layer_input, L * P});
-  w.per_layer_model_projection = reg.matrix("per_layer_model_projection.weight", {L * P, D});
-  w.per_layer_projection_norm = reg.vector("per_layer_projection_norm.weight", {P});
-  for (int64_t k = 1; k < K; ++k) {
-    w.altup_projections.push_back(reg.matrix("altup_projections." + std::to_string(k - 1) + ".weight", {D, D}));
-    w.altup_unembed_projections.push_back(
-        reg.matrix("altup_unembed_projections." + std::to_string(k - 1) + ".weight", {D, D}));
-  }
   w.norm = reg.vector("norm.weight", {D});
+  if (g3n) {
+    w.embed_tokens_per_layer = reg.matrix("embed_tokens_per_layer.weight", {c.vocab_size_per_layer_input, L * P});
+    w.per_layer_model_projection = reg.matrix("per_layer_model_projection.weight", {L * P, D});
+    w.per_layer_projection_norm = reg.vector("per_layer_projection_norm.weight", {P});
+    for (int64_t k = 1; k < K; ++k) {
+      w.altup_projections.push_back(reg.matrix("altup_projections." + std::to_string(k - 1) + ".weight", {D, D}));
+      w.altup_unembed_projections.push_back(
+          reg.matrix("altup_unembed_projections." + std::to_string(k - 1) + ".weight", {D, D}));
+    }
+  }
 
   for (int l = 0; l < L; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
@@ -126,25 +129,35 @@ TextWeights load_text_weights(const ModelConfig& config, const WeightSource& sto
     lw.gate_proj = reg.matrix(p + "mlp.gate_proj.weight", {F, D});
     lw.up_proj = reg.matrix(p + "mlp.up_proj.weight", {F, D});
     lw.down_proj = reg.matrix(p + "mlp.down_proj.weight", {D, F});
-    lw.altup_correct_output_scale = reg.vector(p + "altup.correct_output_scale", {D});
-    lw.altup_correction_coefs = reg.vector(p + "altup.correction_coefs.weight", {K, K});
-    lw.altup_prediction_coefs = reg.vector(p + "altup.prediction_coefs.weight", {K * K, K});
-    lw.altup_modality_router = reg.vector(p + "altup.modality_router.weight", {K, D});
-    lw.altup_router_norm = reg.vector(p + "altup.router_norm.weight", {D});
-    if (c.altup_coef_clip > 0) {
-      // Released checkpoints are already clipped; the reference clips in training only. Both no-ops
-      // on real weights, kept so a checkpoint outside the range behaves as the trained model did.
-      for (auto* v : {&lw.altup_correction_coefs, &lw.altup_prediction_coefs})
-        for (float& x : *v) x = std::clamp(x, -c.altup_coef_clip, c.altup_coef_clip);
+    if (c.norm_weight_plus_one) {
+      // Gemma 3 norms compute x * (1 + w): fold the 1 into the weights once.
+      for (auto* v : {&lw.q_norm, &lw.k_norm, &lw.input_layernorm, &lw.post_attention_layernorm,
+                      &lw.pre_feedforward_layernorm, &lw.post_feedforward_layernorm})
+        for (float& x : *v) x += 1.0f;
     }
-    lw.laurel_left = reg.matrix(p + "laurel.linear_left.weight", {c.laurel_rank, D});
-    lw.laurel_right = reg.matrix(p + "laurel.linear_right.weight", {D, c.laurel_rank});
-    lw.post_laurel_norm = reg.vector(p + "laurel.post_laurel_norm.weight", {D});
-    lw.per_layer_input_gate = reg.matrix(p + "per_layer_input_gate.weight", {P, D});
-    lw.per_layer_projection = reg.matrix(p + "per_layer_projection.weight", {D, P});
-    lw.post_per_layer_input_norm = reg.vector(p + "post_per_layer_input_norm.weight", {D});
+    if (g3n) {
+      lw.altup_correct_output_scale = reg.vector(p + "altup.correct_output_scale", {D});
+      lw.altup_correction_coefs = reg.vector(p + "altup.correction_coefs.weight", {K, K});
+      lw.altup_prediction_coefs = reg.vector(p + "altup.prediction_coefs.weight", {K * K, K});
+      lw.altup_modality_router = reg.vector(p + "altup.modality_router.weight", {K, D});
+      lw.altup_router_norm = reg.vector(p + "altup.router_norm.weight", {D});
+      if (c.altup_coef_clip > 0) {
+        // Released checkpoints are already clipped; the reference clips in training only. Both no-ops
+        // on real weights, kept so a checkpoint outside the range behaves as the trained model did.
+        for (auto* v : {&lw.altup_correction_coefs, &lw.altup_prediction_coefs})
+          for (float& x : *v) x = std::clamp(x, -c.altup_coef_clip, c.altup_coef_clip);
+      }
+      lw.laurel_left = reg.matrix(p + "laurel.linear_left.weight", {c.laurel_rank, D});
+      lw.laurel_right = reg.matrix(p + "laurel.linear_right.weight", {D, c.laurel_rank});
+      lw.post_laurel_norm = reg.vector(p + "laurel.post_laurel_norm.weight", {D});
+      lw.per_layer_input_gate = reg.matrix(p + "per_layer_input_gate.weight", {P, D});
+      lw.per_layer_projection = reg.matrix(p + "per_layer_projection.weight", {D, P});
+      lw.post_per_layer_input_norm = reg.vector(p + "post_per_layer_input_norm.weight", {D});
+    }
     w.layers.push_back(std::move(lw));
   }
+  if (c.norm_weight_plus_one)
+    for (float& x : w.norm) x += 1.0f;
 
   reg.check();
   if (config.multimodal) {
@@ -168,7 +181,8 @@ TextWeights load_text_weights(const ModelConfig& config, const WeightSource& sto
 }
 
 std::vector<const TensorView*> TextWeights::core_tensors() const {
-  std::vector<const TensorView*> t = {&embed_tokens, &per_layer_model_projection};
+  std::vector<const TensorView*> t = {&embed_tokens};
+  if (per_layer_model_projection.valid()) t.push_back(&per_layer_model_projection);
   for (const auto& p : altup_projections) t.push_back(&p);
   for (const auto& p : altup_unembed_projections) t.push_back(&p);
   for (const auto& l : layers)
