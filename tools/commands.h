@@ -14,6 +14,11 @@ using Action = std::function<int()>;
 Action register_score(CLI::App& app);
 Action register_generate(CLI::App& app);
 Action register_make_random(CLI::App& app);
+Action register_run(CLI::App& app);
+Action register_chat(CLI::App& app);
+Action register_quantize(CLI::App& app);
+Action register_tokenize(CLI::App& app);
+Action register_detokenize(CLI::App& app);
 
 // Shared option helpers.
 std::vector<int32_t> parse_ids(const std::string& text);

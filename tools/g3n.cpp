@@ -20,6 +20,11 @@ int main(int argc, char** argv) {
   add(register_score);
   add(register_generate);
   add(register_make_random);
+  add(register_run);
+  add(register_chat);
+  add(register_quantize);
+  add(register_tokenize);
+  add(register_detokenize);
 
   CLI11_PARSE(app, argc, argv);
   try {
