@@ -79,13 +79,12 @@ struct TextArgs {
 
 struct Loaded {
   std::unique_ptr<Model> model;
-  std::unique_ptr<Tokenizer> tokenizer;
+  const Tokenizer* tokenizer = nullptr;
 };
 
 Loaded load(const TextArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   Loaded l;
-  l.tokenizer = std::make_unique<Tokenizer>(Tokenizer::load_dir(a.model));
   LoadOptions o;
   o.threads = a.threads;
   if (stderr_is_tty() || a.verbose) {
@@ -101,6 +100,7 @@ Loaded load(const TextArgs& a) {
     };
   }
   l.model = Model::load(a.model, o);
+  l.tokenizer = &l.model->require_tokenizer();
   if (a.verbose)
     std::fprintf(stderr, "[g3n] loaded %s in %.2f s (%d threads)\n", a.model.c_str(),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), l.model->pool().size());

@@ -68,9 +68,9 @@ struct ModelArgs {
     opts.threads = threads;
     return Model::load(model, opts);
   }
-  std::vector<int32_t> token_ids() const {
+  std::vector<int32_t> token_ids(const Model& m) const {
     if (!prompt.empty()) {
-      const Tokenizer tok = Tokenizer::load_dir(model);
+      const Tokenizer& tok = m.require_tokenizer();
       if (chat) return tok.encode(render_chat({{"user", {{ChatItem::Text, prompt}}}}, true), /*add_bos=*/false);
       return tok.encode(prompt, /*add_bos=*/true);
     }
@@ -92,8 +92,8 @@ Action register_score(CLI::App& app) {
   a->add_to(cmd);
   cmd->add_option("-o,--out", a->out, "Output .npy file")->required();
   return [a] {
-    const std::vector<int32_t> ids = a->token_ids();
     auto model = a->load();
+    const std::vector<int32_t> ids = a->token_ids(*model);
     Session session(*model, a->session_options());
     const std::vector<float>& logits = session.feed(ids, /*all_logits=*/true);
     write_npy_f32(a->out, logits.data(), {int64_t(ids.size()), model->vocab_size()});
@@ -112,8 +112,8 @@ Action register_generate(CLI::App& app) {
   cmd->add_option("-n,--max-new-tokens", a->n_new, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--logits-out", a->logits_out, "Also write the logits that chose each new token, .npy [n, vocab]");
   return [a] {
-    const std::vector<int32_t> ids = a->token_ids();
     auto model = a->load();
+    const std::vector<int32_t> ids = a->token_ids(*model);
     Session session(*model, a->session_options());
     const std::vector<float>* logits = &session.feed(ids);
     std::vector<float> all;

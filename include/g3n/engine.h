@@ -16,6 +16,7 @@ namespace g3n {
 
 class TextDecoder;
 class ThreadPool;
+class Tokenizer;
 struct ModelConfig;
 
 struct LoadOptions {
@@ -46,6 +47,11 @@ class Model {
   int64_t vocab_size() const;
   const TextDecoder& decoder() const;
   ThreadPool& pool() const;
+  // The tokenizer the checkpoint carries (tokenizer.model beside config.json, or a GGUF's
+  // vocabulary); nullptr when it has none.
+  const Tokenizer* tokenizer() const;
+  // Like tokenizer(), but throws g3n::Error saying what is missing.
+  const Tokenizer& require_tokenizer() const;
   MemoryReport memory(const Session* session = nullptr) const;
 
  private:

@@ -16,6 +16,8 @@
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/text_decoder.h"
+#include "tokenizer/gguf_tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "model/weights.h"
 
 namespace g3n {
@@ -25,6 +27,8 @@ struct Model::Impl {
   std::unique_ptr<TensorStore> store;
   std::unique_ptr<GgufFile> gguf;
   std::unique_ptr<WeightSource> source;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::string path;
   std::unique_ptr<TextDecoder> decoder;
   std::unique_ptr<ThreadPool> pool;
 };
@@ -86,6 +90,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   if (!fs::exists(path, ec)) fail("model path ", path, " does not exist");
   std::unique_ptr<Model> m(new Model());
   auto& impl = *m->impl_;
+  impl.path = path;
   ModelConfig config;
   if (fs::is_regular_file(path, ec)) {
     if (!is_gguf_file(path))
@@ -94,6 +99,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     GgufModel g = load_gguf_model(*impl.gguf);
     config = std::move(g.config);
     impl.source = std::move(g.weights);
+    if (auto tok = tokenizer_from_gguf(*impl.gguf)) impl.tokenizer = std::make_unique<Tokenizer>(std::move(*tok));
   } else if (fs::is_directory(path, ec)) {
     const fs::path config_path = fs::path(path) / "config.json";
     if (!fs::exists(config_path, ec))
@@ -101,6 +107,8 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     config = load_config(config_path.string());
     impl.store = std::make_unique<TensorStore>(TensorStore::open_dir(path));
     impl.source = safetensors_source(*impl.store);
+    if (fs::exists(fs::path(path) / "tokenizer.model", ec))
+      impl.tokenizer = std::make_unique<Tokenizer>(Tokenizer::load_dir(path));
   } else {
     fail("model path ", path, " is neither a checkpoint directory nor a GGUF file");
   }
@@ -161,6 +169,14 @@ const ModelConfig& Model::config() const { return impl_->decoder->config(); }
 int64_t Model::vocab_size() const { return impl_->decoder->vocab_size(); }
 const TextDecoder& Model::decoder() const { return *impl_->decoder; }
 ThreadPool& Model::pool() const { return *impl_->pool; }
+const Tokenizer* Model::tokenizer() const { return impl_->tokenizer.get(); }
+
+const Tokenizer& Model::require_tokenizer() const {
+  if (!impl_->tokenizer)
+    fail(impl_->path, " has no tokenizer (a checkpoint directory needs tokenizer.model; a GGUF file needs "
+                      "tokenizer.ggml.* metadata)");
+  return *impl_->tokenizer;
+}
 
 struct Session::Impl {
   const Model& model;

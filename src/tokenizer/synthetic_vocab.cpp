@@ -156,10 +156,17 @@ std::string make_synthetic_sentencepiece_model() {
   set(kBoa, "<start_of_audio>", kControl);
   for (int i = kLateUnused; i < kVocab; ++i) set(i, "<unused" + std::to_string(99 + i - kLateUnused) + ">", kControl);
 
+  std::vector<SentencePieceEntry> entries;
+  entries.reserve(pieces.size());
+  for (Piece& p : pieces) entries.push_back({std::move(p.text), p.score, p.type});
+  return build_sentencepiece_model(entries, /*add_dummy_prefix=*/false);
+}
+
+std::string build_sentencepiece_model(const std::vector<SentencePieceEntry>& pieces, bool add_dummy_prefix) {
   std::string model;
-  model.reserve(size_t(kVocab) * 24);
+  model.reserve(pieces.size() * 24);
   std::string msg;
-  for (const Piece& p : pieces) {
+  for (const SentencePieceEntry& p : pieces) {
     msg.clear();
     put_bytes(msg, kPiecePiece, p.text);
     put_float(msg, kPieceScore, p.score);
@@ -167,9 +174,11 @@ std::string make_synthetic_sentencepiece_model() {
     put_bytes(model, kModelPieces, msg);
   }
 
+  // Gemma's trainer and normalizer settings: BPE with byte fallback, digits split, whitespace-only
+  // pieces allowed, identity normalisation, no dummy prefix.
   std::string trainer;
-  put_uint(trainer, 3, 2);           // model_type = BPE
-  put_int32(trainer, 4, kVocab);     // vocab_size
+  put_uint(trainer, 3, 2);                                  // model_type = BPE
+  put_int32(trainer, 4, int32_t(pieces.size()));            // vocab_size
   put_uint(trainer, 25, 1);          // split_digits
   put_uint(trainer, 26, 1);          // allow_whitespace_only_pieces
   put_uint(trainer, 35, 1);          // byte_fallback
@@ -184,10 +193,10 @@ std::string make_synthetic_sentencepiece_model() {
   put_bytes(model, kModelTrainerSpec, trainer);
 
   std::string normalizer;
-  put_bytes(normalizer, 1, "identity");  // name
-  put_uint(normalizer, 3, 0);            // add_dummy_prefix = false
-  put_uint(normalizer, 4, 0);            // remove_extra_whitespaces = false
-  put_uint(normalizer, 5, 1);            // escape_whitespaces = true
+  put_bytes(normalizer, 1, "identity");             // name
+  put_uint(normalizer, 3, add_dummy_prefix ? 1 : 0);  // add_dummy_prefix
+  put_uint(normalizer, 4, 0);                       // remove_extra_whitespaces = false
+  put_uint(normalizer, 5, 1);                       // escape_whitespaces = true
   put_bytes(model, kModelNormalizerSpec, normalizer);
   return model;
 }

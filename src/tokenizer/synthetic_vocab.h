@@ -1,7 +1,9 @@
 // A made-up SentencePiece model with Gemma's layout, for random test checkpoints that must run from text
 // without downloading the real tokenizer (`g3n make-random` writes it as tokenizer.model).
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace g3n {
 
@@ -16,5 +18,17 @@ namespace g3n {
 //   256001..262143 <unused99>..<unused6241> (control).
 // Any UTF-8 text round-trips (characters outside the vocabulary fall back to bytes).
 std::string make_synthetic_sentencepiece_model();
+
+// One piece of a SentencePiece model; `type` as sentencepiece_model.proto (1 normal, 2 unknown,
+// 3 control, 4 user-defined, 5 unused, 6 byte), which is also GGUF's tokenizer.ggml.token_type.
+struct SentencePieceEntry {
+  std::string text;
+  float score = 0.0f;
+  uint32_t type = 1;
+};
+
+// A serialized SentencePiece ModelProto with these pieces and Gemma's trainer / normalizer settings
+// (BPE, byte fallback, identity normaliser). Used for vocabularies that arrive as lists (GGUF).
+std::string build_sentencepiece_model(const std::vector<SentencePieceEntry>& pieces, bool add_dummy_prefix);
 
 }  // namespace g3n
