@@ -158,3 +158,16 @@ def test_context_limit_is_a_clear_message(g3n, tiny, tmp_path):
     near = g3n.run("run", "-m", small, "Hi", "-n", "100", "--temperature", "0")
     assert near.returncode == 0, near.stderr
     assert "context" in near.stderr, near.stderr
+
+
+def test_stop_string_cuts_the_answer(g3n, tiny):
+    common = ["-m", str(tiny), "-n", "40", "--temperature", "0"]
+    full = g3n.run("run", *common, "Tell me more.")
+    assert full.returncode == 0, full.stderr
+    text = full.stdout[:-1]
+    assert len(text) > 20, text
+    stop = text[12:17]  # a stop string that appears mid-answer (possibly spanning tokens)
+    cut = g3n.run("run", *common, "Tell me more.", "--stop", stop, "-v")
+    assert cut.returncode == 0, cut.stderr
+    assert cut.stdout == text[: text.index(stop)] + "\n"
+    assert "finish: stop" in cut.stderr
