@@ -60,6 +60,16 @@ class Model {
   std::unique_ptr<Impl> impl_;
 };
 
+// Embeddings that replace the token embeddings at some prompt positions: the soft tokens of images
+// and audio clips, placed at their placeholder ids.
+struct PromptEmbeddings {
+  std::vector<int64_t> positions;  // indices into the ids given to sync()/feed(), increasing
+  std::vector<float> rows;         // [positions.size(), hidden]
+  std::vector<uint64_t> keys;      // per position: identifies the media, so a cached prefix is reused only
+                                   // when the same media sits at the same place
+  bool empty() const { return positions.empty(); }
+};
+
 struct SessionOptions {
   int64_t max_chunk = 256;  // prompt tokens per prefill pass (bounds scratch and sliding-cache memory)
   bool fast_paths = true;   // exact shortcuts (skipping KV-shared layers in prefill, sparse FFN); off = plain path
@@ -74,12 +84,13 @@ class Session {
   // Appends `ids` to the sequence (prefilled in chunks). Returns logits [ids.size(), vocab] when
   // all_logits, else [1, vocab] for the last token. The buffer is the session's own, valid until the
   // next call (no allocation per decoded token).
-  const std::vector<float>& feed(std::span<const int32_t> ids, bool all_logits = false);
+  const std::vector<float>& feed(std::span<const int32_t> ids, bool all_logits = false,
+                                 const PromptEmbeddings* media = nullptr);
   const std::vector<float>& feed(std::initializer_list<int32_t> ids) { return feed(std::span<const int32_t>(ids.begin(), ids.size())); }
   // Makes the sequence equal `ids`, reusing the cached prefix they share with it (a conversation
   // one turn longer prefills only the new turn) and returns the last token's logits [vocab].
   // Exact: a rewind the sliding-window cache cannot serve falls back to a fresh prefill.
-  const std::vector<float>& sync(const std::vector<int32_t>& ids);
+  const std::vector<float>& sync(const std::vector<int32_t>& ids, const PromptEmbeddings* media = nullptr);
 
   int64_t position() const;                   // tokens in the sequence so far
   int64_t context_length() const;             // the model's max_position_embeddings

@@ -139,6 +139,12 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
   cache.reserve(start_pos + n);
 
   embed(ids, n, s, pool);
+  if (options.embedding_overrides) {
+    // Soft tokens replace the whole input embedding; the per-layer input still reads the PLE row of
+    // the placeholder id (>= the PLE vocabulary, so row 0), as Gemma3nModel.forward does.
+    for (int64_t t = 0; t < n; ++t)
+      if (const float* row = options.embedding_overrides[t]) std::copy(row, row + D, s.x0.data() + t * D);
+  }
   if (!c.is_gemma3n()) {
     // Gemma 3: one residual stream, plain pre/post-norm blocks.
     grow(s.streams, n * D);

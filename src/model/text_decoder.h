@@ -23,6 +23,9 @@ struct DecoderScratch {
 struct ForwardOptions {
   // KV-shared layers write no cache, so tokens whose logits are not wanted need not pass through them.
   bool skip_shared_layers = true;
+  // Per token of the chunk: an embedding [hidden] that replaces the token's own (the soft tokens of
+  // an image or audio clip, as the reference's masked_scatter does), or null. Empty: none.
+  const float* const* embedding_overrides = nullptr;
 };
 
 class TextDecoder {

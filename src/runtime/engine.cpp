@@ -184,6 +184,8 @@ struct Session::Impl {
   DecoderScratch scratch;
   int64_t position = 0;
   std::vector<int32_t> tokens;
+  std::vector<uint64_t> media_keys;  // per position: 0, or the key of the media embedded there
+  std::vector<const float*> overrides;
   std::vector<float> logits;
   int64_t reused = 0;
   ForwardOptions forward;
@@ -196,7 +198,7 @@ Session::Session(const Model& model, const SessionOptions& options)
     : impl_(std::make_unique<Impl>(model, options)) {}
 Session::~Session() = default;
 
-const std::vector<float>& Session::feed(std::span<const int32_t> ids, bool all_logits) {
+const std::vector<float>& Session::feed(std::span<const int32_t> ids, bool all_logits, const PromptEmbeddings* media) {
   auto& s = *impl_;
   const TextDecoder& dec = s.model.decoder();
   const int64_t V = dec.vocab_size();
@@ -207,23 +209,46 @@ const std::vector<float>& Session::feed(std::span<const int32_t> ids, bool all_l
     fail("the sequence would reach ", s.position + n, " tokens, beyond the model's context of ", max_pos);
   std::vector<float>& logits = s.logits;
   logits.resize(size_t(all_logits ? n * V : V));
+  const int64_t D = dec.text().hidden_size;
+  std::vector<uint64_t> keys(size_t(n), 0);
+  s.overrides.assign(size_t(n), nullptr);
+  if (media && !media->empty()) {
+    if (media->rows.size() != media->positions.size() * size_t(D) || media->keys.size() != media->positions.size())
+      fail("media embeddings: ", media->positions.size(), " positions need ", media->positions.size() * size_t(D),
+           " values of width ", D, " and as many keys");
+    for (size_t i = 0; i < media->positions.size(); ++i) {
+      const int64_t p = media->positions[i];
+      if (p < 0 || p >= n) fail("media embedding position ", p, " is outside the ", n, " tokens fed");
+      s.overrides[size_t(p)] = media->rows.data() + i * size_t(D);
+      keys[size_t(p)] = media->keys[i];
+    }
+  }
   const int64_t chunk = s.cache.max_chunk();
   for (int64_t begin = 0; begin < n; begin += chunk) {
     const int64_t len = std::min(chunk, n - begin);
     const bool last = begin + len == n;
     float* out = all_logits ? logits.data() + begin * V : (last ? logits.data() : nullptr);
-    dec.forward(ids.data() + begin, len, s.position, s.cache, s.scratch, s.model.pool(), out, all_logits, s.forward);
+    ForwardOptions fo = s.forward;
+    if (media && !media->empty()) fo.embedding_overrides = s.overrides.data() + begin;
+    dec.forward(ids.data() + begin, len, s.position, s.cache, s.scratch, s.model.pool(), out, all_logits, fo);
     s.position += len;
   }
   s.tokens.insert(s.tokens.end(), ids.begin(), ids.end());
+  s.media_keys.insert(s.media_keys.end(), keys.begin(), keys.end());
   return logits;
 }
 
-const std::vector<float>& Session::sync(const std::vector<int32_t>& ids) {
+const std::vector<float>& Session::sync(const std::vector<int32_t>& ids, const PromptEmbeddings* media) {
   auto& s = *impl_;
   if (ids.empty()) fail("no tokens to feed");
+  std::vector<uint64_t> keys(ids.size(), 0);
+  if (media)
+    for (size_t i = 0; i < media->positions.size() && i < media->keys.size(); ++i)
+      if (media->positions[i] >= 0 && size_t(media->positions[i]) < ids.size()) keys[size_t(media->positions[i])] = media->keys[i];
   size_t common = 0;
-  while (common < ids.size() && common < s.tokens.size() && ids[common] == s.tokens[common]) ++common;
+  while (common < ids.size() && common < s.tokens.size() && ids[common] == s.tokens[common] &&
+         keys[common] == s.media_keys[common])
+    ++common;
   if (common == ids.size()) --common;  // the last token is fed again for its logits
   // A sliding layer's ring holds the last (window - 1 + chunk) positions, so a rewind of up to
   // `chunk` tokens leaves every key a later query needs in place.
@@ -231,8 +256,19 @@ const std::vector<float>& Session::sync(const std::vector<int32_t>& ids) {
   if (rewind > s.cache.max_chunk()) common = 0;
   s.position = int64_t(common);
   s.tokens.resize(common);
+  s.media_keys.resize(common);
   s.reused = int64_t(common);
-  return feed(std::span<const int32_t>(ids).subspan(common));
+  if (!media || media->empty()) return feed(std::span<const int32_t>(ids).subspan(common));
+  // Shift the media positions to the part that is fed.
+  PromptEmbeddings rest;
+  const size_t D = size_t(s.model.decoder().text().hidden_size);
+  for (size_t i = 0; i < media->positions.size(); ++i) {
+    if (media->positions[i] < int64_t(common)) continue;
+    rest.positions.push_back(media->positions[i] - int64_t(common));
+    rest.rows.insert(rest.rows.end(), media->rows.begin() + std::ptrdiff_t(i * D), media->rows.begin() + std::ptrdiff_t((i + 1) * D));
+    rest.keys.push_back(media->keys[i]);
+  }
+  return feed(std::span<const int32_t>(ids).subspan(common), false, &rest);
 }
 
 int64_t Session::position() const { return impl_->position; }
@@ -255,6 +291,7 @@ uint64_t Session::scratch_bytes() const {
 void Session::reset() {
   impl_->position = 0;  // stale cache entries are overwritten before they are read
   impl_->tokens.clear();
+  impl_->media_keys.clear();
 }
 
 int32_t argmax(const float* logits, int64_t n) {
