@@ -19,14 +19,18 @@ struct TensorView {
     for (int64_t d : shape) n *= d;
     return n;
   }
-  size_t row_bytes() const { return size_t(shape.back()) * dtype_size(dtype); }
+  // Bytes of one row (the last dimension). For block types the last dimension must be a
+  // multiple of kQuantBlock (see dtype.h); rows then start on block boundaries.
+  size_t row_bytes() const { return dtype_bytes(dtype, shape.back()); }
   const uint8_t* row(int64_t r) const { return static_cast<const uint8_t*>(data) + size_t(r) * row_bytes(); }
   bool valid() const { return data != nullptr; }
 };
 
 std::string shape_str(const std::vector<int64_t>& shape);
 
-// Copies `n` elements starting at element `offset` into float32.
+// Copies `n` elements starting at element `offset` (row-major over the whole tensor) into float32.
+// Block types are dequantised; for them `offset` must be a multiple of kQuantBlock (every row start
+// is), `n` may be anything that stays inside the tensor. Throws g3n::Error on a misaligned offset.
 void to_f32(const TensorView& t, int64_t offset, int64_t n, float* out);
 
 }  // namespace g3n

@@ -1,15 +1,20 @@
 // Kernels against scalar oracles: odd sizes, unaligned pointers, every weight dtype.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include "base/dtype.h"
+#include "base/error.h"
 #include "base/thread_pool.h"
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
+#include "quant/quant.h"
 
 namespace g3n {
 namespace {
@@ -28,33 +33,68 @@ struct Weights {
 };
 
 // Stores `values` ([out, in]) as `dtype`, starting `misalign` bytes into the buffer (an even offset
-// keeps 16-bit elements aligned; the kernels must not assume more).
+// keeps 16-bit elements aligned; the kernels must not assume more). Block types are quantised
+// with quant::quantize_tensor and may start at any byte (GGUF blocks are 34 / 18 bytes apart).
 Weights make_weights(const std::vector<float>& values, int64_t out, int64_t in, DType dtype, size_t misalign) {
   Weights w;
-  const size_t esz = dtype_size(dtype);
-  w.bytes.resize(values.size() * esz + misalign + 16);
+  const quant::OwnedTensor t = quant::quantize_tensor(values.data(), out, in, dtype);
+  w.bytes.resize(t.bytes.size() + misalign + 16);
   uint8_t* base = w.bytes.data() + misalign;
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (dtype == DType::F32) std::memcpy(base + 4 * i, &values[i], 4);
-    else if (dtype == DType::BF16) {
-      uint16_t h = f32_to_bf16(values[i]);
-      std::memcpy(base + 2 * i, &h, 2);
-    } else {
-      // f16 via a round trip through the float: exact for values representable in f16.
-      const float f = values[i];
-      uint32_t u;
-      std::memcpy(&u, &f, 4);
-      const uint32_t sign = (u >> 16) & 0x8000u;
-      const int exp = int((u >> 23) & 0xff) - 127 + 15;
-      uint16_t h = uint16_t(sign);
-      if (exp > 0 && exp < 31) h = uint16_t(sign | (uint32_t(exp) << 10) | ((u >> 13) & 0x3ffu));
-      std::memcpy(base + 2 * i, &h, 2);
-    }
-  }
+  std::memcpy(base, t.bytes.data(), t.bytes.size());
   w.view.dtype = dtype;
   w.view.shape = {out, in};
   w.view.data = base;
   return w;
+}
+
+// sum_i |w[o][i] x[t][i]| per output, from the dequantised weights: the scale of float rounding.
+std::vector<double> abs_products(const TensorView& w, const float* x, int64_t tokens) {
+  const int64_t out = w.dim(0), in = w.dim(1);
+  std::vector<float> row(static_cast<size_t>(in));
+  std::vector<double> s(static_cast<size_t>(tokens * out));
+  for (int64_t o = 0; o < out; ++o) {
+    to_f32(w, o * in, in, row.data());
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t i = 0; i < in; ++i) s[size_t(t * out + o)] += std::fabs(double(row[size_t(i)]) * x[t * in + i]);
+  }
+  return s;
+}
+
+// The documented bound of the int8-activation path against the float product: per block,
+// d_x / 2 * sum |w| (plus the float rounding of x * (1 / d_x)).
+std::vector<double> int8_activation_bound(const TensorView& w, const float* x, int64_t tokens) {
+  const int64_t out = w.dim(0), in = w.dim(1), nb = in / kQuantBlock;
+  std::vector<float> row(static_cast<size_t>(in));
+  std::vector<double> bound(static_cast<size_t>(tokens * out));
+  for (int64_t o = 0; o < out; ++o) {
+    to_f32(w, o * in, in, row.data());
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t b = 0; b < nb; ++b) {
+        double amax = 0, wsum = 0, wx = 0;
+        for (int64_t k = b * kQuantBlock; k < (b + 1) * kQuantBlock; ++k) {
+          amax = std::max(amax, std::fabs(double(x[t * in + k])));
+          wsum += std::fabs(double(row[size_t(k)]));
+          wx += std::fabs(double(row[size_t(k)]) * x[t * in + k]);
+        }
+        bound[size_t(t * out + o)] += amax / 127.0 / 2.0 * wsum + 1e-6 * wx;
+      }
+  }
+  return bound;
+}
+
+// Runs `fn` once per SIMD path this machine can take (forcing it), then restores the automatic
+// choice.
+template <class Fn>
+void for_each_simd_target(const Fn& fn) {
+  const auto targets = kernels::simd_targets();
+  ASSERT_FALSE(targets.empty());
+  for (const auto& t : targets) {
+    kernels::force_simd_target(&t);
+    SCOPED_TRACE("SIMD target " + t.name);
+    ASSERT_EQ(kernels::active_simd_target(), t.name);
+    fn();
+  }
+  kernels::force_simd_target(nullptr);
 }
 
 class MatmulTest : public ::testing::TestWithParam<std::tuple<DType, int64_t, int64_t, int64_t>> {};
@@ -62,30 +102,206 @@ class MatmulTest : public ::testing::TestWithParam<std::tuple<DType, int64_t, in
 TEST_P(MatmulTest, MatchesScalarOracle) {
   const auto [dtype, out, in, tokens] = GetParam();
   const auto values = randn(size_t(out * in), 1, 0.5f);
-  Weights w = make_weights(values, out, in, dtype, dtype == DType::F32 ? 4 : 2);
+  const size_t misalign = dtype == DType::F32 ? 4 : dtype_is_quantized(dtype) ? 1 : 2;
+  Weights w = make_weights(values, out, in, dtype, misalign);
   // Activations start one float into the buffer: not 32-byte aligned.
   std::vector<float> xbuf = randn(size_t(tokens * in) + 1, 2);
   const float* x = xbuf.data() + 1;
-  std::vector<float> y(size_t(tokens * out)), ref(size_t(tokens * out));
-  ThreadPool pool(2);
-  kernels::matmul(w.view, x, tokens, y.data(), pool);
+  std::vector<float> ref(size_t(tokens * out)), ref_int8(size_t(tokens * out));
   kernels::matmul_reference(w.view, x, tokens, ref.data());
-  for (size_t i = 0; i < y.size(); ++i)
-    ASSERT_NEAR(y[i], ref[i], 1e-4 * std::sqrt(double(in)) + 1e-5 * std::fabs(ref[i])) << "element " << i;
+  const auto scale = abs_products(w.view, x, tokens);
+  std::vector<double> bound;
+  if (dtype_is_quantized(dtype)) {
+    kernels::matmul_reference_int8(w.view, x, tokens, ref_int8.data());
+    bound = int8_activation_bound(w.view, x, tokens);
+  }
+  for (int threads : {1, 3}) {
+    ThreadPool pool(threads);
+    for_each_simd_target([&] {
+      std::vector<float> y(size_t(tokens * out), NAN);
+      kernels::matmul(w.view, x, tokens, y.data(), pool);
+      for (size_t i = 0; i < y.size(); ++i) {
+        const double tol = 2e-5 * scale[i] + 1e-6;
+        if (dtype_is_quantized(dtype)) {
+          ASSERT_NEAR(y[i], ref_int8[i], tol) << "element " << i << " threads " << threads;
+          ASSERT_NEAR(y[i], ref[i], bound[i] + tol) << "element " << i << " threads " << threads;
+        } else {
+          ASSERT_NEAR(y[i], ref[i], tol) << "element " << i << " threads " << threads;
+        }
+      }
+      if (dtype_is_quantized(dtype)) {  // the float-activation path of block types
+        kernels::MatmulOptions o;
+        o.quant_activations = kernels::QuantActivations::kFloat;
+        std::fill(y.begin(), y.end(), NAN);
+        kernels::matmul(w.view, x, tokens, y.data(), pool, o);
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_NEAR(y[i], ref[i], 2e-5 * scale[i] + 1e-6) << "kFloat element " << i << " threads " << threads;
+      }
+    });
+  }
 }
 
-INSTANTIATE_TEST_SUITE_P(Sizes, MatmulTest,
+INSTANTIATE_TEST_SUITE_P(FloatTypes, MatmulTest,
                          ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
-                                            ::testing::Values(1, 31, 33), ::testing::Values(1, 31, 33, 4095),
-                                            ::testing::Values(1, 3)));
+                                            ::testing::Values(1, 5, 33), ::testing::Values(1, 31, 33, 4095),
+                                            ::testing::Values(1, 3, 7)));
+INSTANTIATE_TEST_SUITE_P(BlockTypes, MatmulTest,
+                         ::testing::Combine(::testing::Values(DType::Q8_0, DType::Q4_0),
+                                            ::testing::Values(1, 5, 33), ::testing::Values(32, 96, 4096),
+                                            ::testing::Values(1, 3, 7)));
+
+TEST(Matmul, StridedActivationsAndOutputs) {
+  // x rows 3 floats apart beyond `in`, y rows 2 beyond `out`; the gaps must stay untouched.
+  const int64_t out = 37, in = 64, tokens = 5, xs = in + 3, ys = out + 2;
+  for (DType dtype : {DType::F32, DType::BF16, DType::Q8_0, DType::Q4_0}) {
+    Weights w = make_weights(randn(size_t(out * in), 11, 0.5f), out, in, dtype, 0);
+    const auto xs_buf = randn(size_t(tokens * xs), 12);
+    std::vector<float> dense(size_t(tokens * in));
+    for (int64_t t = 0; t < tokens; ++t) std::copy_n(xs_buf.data() + t * xs, in, dense.data() + t * in);
+    ThreadPool pool(2);
+    std::vector<float> y_dense(size_t(tokens * out)), y(size_t(tokens * ys), -7.0f);
+    kernels::matmul(w.view, dense.data(), tokens, y_dense.data(), pool);
+    kernels::matmul(w.view, xs_buf.data(), tokens, y.data(), pool, xs, ys);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t o = 0; o < out; ++o)
+        ASSERT_EQ(y[size_t(t * ys + o)], y_dense[size_t(t * out + o)]) << dtype_name(dtype);
+      for (int64_t o = out; o < ys; ++o) ASSERT_EQ(y[size_t(t * ys + o)], -7.0f);
+    }
+  }
+}
+
+TEST(Matmul, PrefillEqualsTokenByToken) {
+  // Token tiles only share weight loads: each output sums the same terms in the same order as
+  // the one-token product, so the results are identical.
+  const int64_t out = 300, in = 256, tokens = 9;
+  for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
+    Weights w = make_weights(randn(size_t(out * in), 13, 0.5f), out, in, dtype, 0);
+    const auto x = randn(size_t(tokens * in), 14);
+    ThreadPool pool(2);
+    std::vector<float> y(size_t(tokens * out)), y1(static_cast<size_t>(out));
+    kernels::matmul(w.view, x.data(), tokens, y.data(), pool);
+    for (int64_t t = 0; t < tokens; ++t) {
+      kernels::matmul(w.view, x.data() + t * in, 1, y1.data(), pool);
+      for (int64_t o = 0; o < out; ++o)
+        ASSERT_EQ(y[size_t(t * out + o)], y1[size_t(o)]) << dtype_name(dtype) << " t " << t;
+    }
+  }
+}
+
+TEST(Matmul, RejectsPartialBlocks) {
+  std::vector<uint8_t> bytes(64 * 34);
+  TensorView w{DType::Q8_0, {2, 48}, bytes.data()};
+  std::vector<float> x(48), y(2);
+  ThreadPool pool(1);
+  EXPECT_THROW(kernels::matmul(w, x.data(), 1, y.data(), pool), Error);
+}
+
+TEST(Matmul, ActivationQuantiserIsBitExactOnEveryTarget) {
+  // Random values plus exact ties (x * id = k + 0.5): roundf rounds them away from zero.
+  auto x = randn(4096, 21, 3.0f);
+  for (int j = 0; j < 32; ++j) x[size_t(32 + j)] = j == 0 ? 127.0f : float(j - 16) + 0.5f;
+  for (int j = 0; j < 32; ++j) x[size_t(64 + j)] = 0.0f;
+  std::vector<int8_t> q_ref(x.size()), q(x.size());
+  std::vector<float> d_ref(x.size() / 32), d(x.size() / 32);
+  std::vector<int32_t> s_ref(x.size() / 32), s(x.size() / 32);
+  quant::quantize_row_q8_act(x.data(), int64_t(x.size()), q_ref.data(), d_ref.data(), s_ref.data());
+  EXPECT_EQ(q_ref[33], -15);  // -14.5
+  EXPECT_EQ(q_ref[48], 1);    // 0.5
+  for_each_simd_target([&] {
+    kernels::quantize_activations(x.data(), int64_t(x.size()), q.data(), d.data(), s.data());
+    EXPECT_EQ(q, q_ref);
+    EXPECT_EQ(d, d_ref);
+    EXPECT_EQ(s, s_ref);
+  });
+}
 
 TEST(Kernels, DotOddSizes) {
-  for (int64_t n : {0, 1, 15, 16, 17, 31, 33, 1000}) {
-    auto a = randn(size_t(n) + 1, 3), b = randn(size_t(n) + 1, 4);
-    double ref = 0;
-    for (int64_t i = 0; i < n; ++i) ref += double(a[size_t(i) + 1]) * b[size_t(i)];
-    EXPECT_NEAR(kernels::dot(a.data() + 1, b.data(), n), ref, 1e-4 * std::sqrt(double(n) + 1)) << n;
+  for_each_simd_target([] {
+    for (int64_t n : {0, 1, 15, 16, 17, 31, 33, 63, 65, 1000}) {
+      auto a = randn(size_t(n) + 1, 3), b = randn(size_t(n) + 1, 4);
+      double ref = 0;
+      for (int64_t i = 0; i < n; ++i) ref += double(a[size_t(i) + 1]) * b[size_t(i)];
+      EXPECT_NEAR(kernels::dot(a.data() + 1, b.data(), n), ref, 1e-4 * std::sqrt(double(n) + 1)) << n;
+    }
+  });
+}
+
+TEST(Kernels, SimdTargetsListed) {
+  const auto targets = kernels::simd_targets();
+  ASSERT_FALSE(targets.empty());
+  // The automatic choice is the best path listed.
+  kernels::force_simd_target(nullptr);
+  EXPECT_EQ(kernels::active_simd_target(), targets.front().name);
+  for (const auto& t : targets) std::printf("[          ] SIMD path: %s\n", t.name.c_str());
+}
+
+// ---- sparse activations
+
+class SparseTest : public ::testing::TestWithParam<std::tuple<DType, int64_t, int64_t>> {};
+
+TEST_P(SparseTest, ColumnsAndTransposedRowsMatchOracles) {
+  const auto [dtype, out, in] = GetParam();
+  const auto values = randn(size_t(out * in), 31, 0.5f);
+  // About 5% of the activations nonzero (and at least one).
+  auto x = randn(size_t(in), 32);
+  std::mt19937 rng(33);
+  for (auto& v : x)
+    if (rng() % 20 != 0) v = 0.0f;
+  x[size_t(in / 2)] = 1.5f;
+  std::vector<int32_t> cols(static_cast<size_t>(in));
+  const int64_t n = kernels::nonzero_indices(x.data(), in, cols.data());
+  ASSERT_GT(n, 0);
+  for (int64_t k = 0; k < n; ++k) ASSERT_NE(x[size_t(cols[size_t(k)])], 0.0f);
+  std::vector<float> compact(static_cast<size_t>(n));
+  for (int64_t k = 0; k < n; ++k) compact[size_t(k)] = x[size_t(cols[size_t(k)])];
+
+  ThreadPool pool(3);
+  // Row-major [out, in] with columns selected.
+  if (!dtype_is_quantized(dtype) || in % 32 == 0) {
+    Weights w = make_weights(values, out, in, dtype, dtype == DType::F32 ? 4 : 2);
+    std::vector<float> ref(static_cast<size_t>(out)), dense(ref), y(ref);
+    kernels::matmul_columns_reference(w.view, x.data(), cols.data(), n, ref.data());
+    kernels::matmul_reference(w.view, x.data(), 1, dense.data());
+    const auto scale = abs_products(w.view, x.data(), 1);
+    kernels::matmul_columns(w.view, x.data(), cols.data(), n, y.data(), pool);
+    for (int64_t o = 0; o < out; ++o) {
+      ASSERT_NEAR(ref[size_t(o)], dense[size_t(o)], 1e-6 * scale[size_t(o)] + 1e-6);  // the rest is zero
+      ASSERT_NEAR(y[size_t(o)], ref[size_t(o)], 2e-5 * scale[size_t(o)] + 1e-6) << o;
+    }
   }
+  // Transposed [in, out] with rows selected (block types: blocks along out).
+  if (!dtype_is_quantized(dtype) || out % 32 == 0) {
+    Weights wf = make_weights(values, out, in, DType::F32, 0);
+    const quant::OwnedTensor wt = quant::transpose_tensor(wf.view, dtype);
+    std::vector<float> ref(static_cast<size_t>(out));
+    kernels::matmul_transposed_rows_reference(wt.view(), cols.data(), compact.data(), n, ref.data());
+    double scale = 0;
+    for (int64_t k = 0; k < n; ++k) scale += std::fabs(compact[size_t(k)]);
+    for_each_simd_target([&] {
+      std::vector<float> y(size_t(out), NAN);
+      kernels::matmul_transposed_rows(wt.view(), cols.data(), compact.data(), n, y.data(), pool);
+      for (int64_t o = 0; o < out; ++o) ASSERT_NEAR(y[size_t(o)], ref[size_t(o)], 1e-5 * scale + 1e-6) << o;
+    });
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(FloatTypes, SparseTest,
+                         ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
+                                            ::testing::Values(1, 33, 1000, 2048), ::testing::Values(31, 4095)));
+INSTANTIATE_TEST_SUITE_P(BlockTypes, SparseTest,
+                         ::testing::Combine(::testing::Values(DType::Q8_0, DType::Q4_0),
+                                            ::testing::Values(32, 96, 2048), ::testing::Values(96, 4096)));
+
+TEST(Sparse, TransposeTensorMatchesSource) {
+  const int64_t out = 64, in = 40;
+  Weights w = make_weights(randn(size_t(out * in), 41), out, in, DType::BF16, 0);
+  const quant::OwnedTensor t = quant::transpose_tensor(w.view, DType::F32);
+  ASSERT_EQ(t.shape, (std::vector<int64_t>{in, out}));
+  std::vector<float> a(size_t(out * in)), b(size_t(out * in));
+  to_f32(w.view, 0, out * in, a.data());
+  to_f32(t.view(), 0, out * in, b.data());
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i) ASSERT_EQ(a[size_t(o * in + i)], b[size_t(i * out + o)]);
 }
 
 TEST(Kernels, RmsNorm) {
@@ -177,7 +393,7 @@ TEST(Base, Bf16RoundTrip) {
 TEST(Base, ThreadPoolCoversRangeOnce) {
   ThreadPool pool(3);
   for (int64_t n : {1, 7, 1000}) {
-    std::vector<std::atomic<int>> hits(size_t(n));
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
     pool.parallel_for(n, 3, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
     });
