@@ -36,6 +36,7 @@ struct TextArgs {
   std::optional<float> temperature, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
   std::optional<int> top_k;
   uint64_t seed = 0;
+  std::string profile;
 
   void add_to(CLI::App* cmd) {
     cmd->add_option("-m,--model", model, "Checkpoint directory")->required();
@@ -54,6 +55,7 @@ struct TextArgs {
     cmd->add_option("--presence-penalty", presence_penalty, "Presence penalty");
     cmd->add_option("--frequency-penalty", frequency_penalty, "Frequency penalty");
     cmd->add_option("--seed", seed, "Random seed (same seed, same answer)");
+    cmd->add_option("--profile", profile, "MatFormer profile: a published name, E2B, a JSON file or skip=..;ffn=..");
     cmd->add_flag("-v,--verbose", verbose, "Print load time, token counts, time to first token and speeds");
   }
 
@@ -185,7 +187,9 @@ Action register_run(CLI::App& app) {
       msgs.push_back({"user", {{ChatItem::Text, a->prompt}}});
     }
     Loaded l = load(*a);
-    Session session(*l.model);
+    SessionOptions so;
+    so.profile = a->profile;
+    Session session(*l.model, so);
     answer(session, *l.tokenizer, *a, msgs);
     return 0;
   };
@@ -198,7 +202,9 @@ Action register_chat(CLI::App& app) {
   return [a] {
     a->check_media();
     Loaded l = load(*a);
-    Session session(*l.model);
+    SessionOptions so;
+    so.profile = a->profile;
+    Session session(*l.model, so);
     std::vector<ChatMessage> msgs = with_system(a->system);
     const bool interactive = ::isatty(STDIN_FILENO) == 1;
     std::string line;
@@ -207,6 +213,18 @@ Action register_chat(CLI::App& app) {
       if (!std::getline(std::cin, line)) break;
       if (line.empty()) continue;
       if (line == "/exit" || line == "/quit") break;
+      if (line.rfind("/profile", 0) == 0) {
+        // Elastic execution: the same loaded weights, another sub-model, from the next answer on.
+        const std::string spec = line.size() > 9 ? line.substr(9) : "full";
+        try {
+          session.set_profile(spec);
+          std::fprintf(stderr, "(profile %s; KV cache %s)\n", session.profile_name().c_str(),
+                       session.cache_kept_on_last_switch() ? "kept" : "rebuilt on the next turn");
+        } catch (const Error& e) {
+          std::fprintf(stderr, "g3n: %s\n", e.what());
+        }
+        continue;
+      }
       if (line == "/reset") {
         msgs = with_system(a->system);
         session.reset();

@@ -45,16 +45,19 @@ struct ModelArgs {
   bool chat = false;
   bool plain = false;
   int64_t chunk = 256;
+  std::string profile;
 
   SessionOptions session_options() const {
     SessionOptions o;
     o.fast_paths = !plain;
     o.max_chunk = chunk;
+    o.profile = profile;
     return o;
   }
 
   void add_to(CLI::App* cmd) {
     cmd->add_flag("--plain", plain, "Turn off the exact shortcuts (for checking them)");
+    cmd->add_option("--profile", profile, "MatFormer profile: a published name, E2B, a JSON file or skip=..;ffn=..");
     cmd->add_option("--chunk", chunk, "Prompt tokens per prefill pass")->check(CLI::Range(1, 1 << 16));
     cmd->add_option("-m,--model", model, "Checkpoint directory (config.json + safetensors)")->required();
     cmd->add_option("-t,--threads", threads, "Worker threads (0: all cores)")->check(CLI::Range(0, 1024));

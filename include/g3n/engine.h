@@ -72,6 +72,7 @@ struct PromptEmbeddings {
 
 struct SessionOptions {
   int64_t max_chunk = 256;  // prompt tokens per prefill pass (bounds scratch and sliding-cache memory)
+  std::string profile;      // MatFormer profile (see set_profile); empty = the whole model
   bool fast_paths = true;   // exact shortcuts (skipping KV-shared layers in prefill, sparse FFN); off = plain path
 };
 
@@ -97,6 +98,14 @@ class Session {
   const Model& model() const;
   const std::vector<int32_t>& tokens() const;  // the sequence itself
   int64_t reused_tokens() const;              // prefix tokens the last sync() did not recompute
+
+  // MatFormer: run a sub-model of the loaded weights (a published name such as "Config for official
+  // E2B Model" / "E2B" / "E4B", a JSON file, or "skip=20-24;ffn=8192"). Switching keeps the KV cache
+  // when the two profiles agree on every layer below the first KV-shared layer (the layers that write
+  // the cache); otherwise the next sync() prefills the sequence again. Exact either way.
+  void set_profile(const std::string& spec);
+  const std::string& profile_name() const;
+  bool cache_kept_on_last_switch() const;
   void reset();
   uint64_t kv_cache_bytes() const;
   uint64_t scratch_bytes() const;

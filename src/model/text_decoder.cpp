@@ -44,6 +44,7 @@ TextDecoder::TextDecoder(ModelConfig config, TextWeights weights) : config_(std:
   inv_freq_full_ = rope_inv_freq(c.rope_theta_full, c.head_dim);
   for (float& f : inv_freq_full_) f /= c.rope_scaling_full;  // linear scaling: positions / factor
   inv_freq_sliding_ = rope_inv_freq(c.rope_theta_sliding, c.head_dim);
+  full_ = full_profile(c);
   for (float target : c.activation_sparsity)
     // Reference: Normal(0, 1).icdf(target) evaluated in float32.
     sparsity_std_multiplier_.push_back(target > 0 ? float(kernels::normal_icdf(double(target))) : 0.0f);
@@ -164,8 +165,12 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
     for (int64_t t = 0; t < n; ++t) match_magnitude(sk + t * D, D, kernels::rms(s.x0.data() + t * D, D));
   }
 
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    if (l == c.first_kv_shared_layer && options.skip_shared_layers) {
+  const MatformerProfile& profile = options.profile ? *options.profile : full_;
+  bool past_shared = false;
+  for (size_t i = 0; i < profile.layers.size(); ++i) {
+    const int l = profile.layers[i];
+    if (!past_shared && l >= c.first_kv_shared_layer && options.skip_shared_layers) {
+      past_shared = true;
       // From here on no layer writes the cache: only rows whose logits are wanted go on.
       if (!logits_out) return;
       if (!all_logits && n > 1) {
@@ -174,7 +179,7 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
         n = 1;
       }
     }
-    layer(l, n, start_pos, cache, s, pool);
+    layer(l, n, start_pos, profile.ffn_widths[i], cache, s, pool);
   }
 
   if (logits_out) {
@@ -183,7 +188,7 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
   }
 }
 
-void TextDecoder::layer(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s,
+void TextDecoder::layer(int l, int64_t n, int64_t start_pos, int64_t ffn_width, KvCache& cache, DecoderScratch& s,
                         ThreadPool& pool) const {
   const TextConfig& c = config_.text;
   const TextLayerWeights& w = w_.layers[size_t(l)];
@@ -241,7 +246,7 @@ void TextDecoder::layer(int l, int64_t n, int64_t start_pos, KvCache& cache, Dec
   }
 
   // 8-10. Feed-forward with its pre/post norms; act = h1 + f.
-  feed_forward(l, n, s, pool);
+  feed_forward(l, n, ffn_width, s, pool);
 
   // 11. AltUp correct: corr[i] = pred[i] + (1 + W_corr · router(act))[i] * (act - pred[0]).
   grow(s.corr, K * plane);
@@ -308,7 +313,7 @@ void TextDecoder::layer_gemma3(int l, int64_t n, int64_t start_pos, KvCache& cac
     rms_norm(att, w.post_attention_layernorm.data(), D, c.rms_norm_eps, att);
     for (int64_t d = 0; d < D; ++d) s.h1[size_t(t * D + d)] = x[t * D + d] + att[d];
   }
-  feed_forward(l, n, s, pool);
+  feed_forward(l, n, 0, s, pool);
   std::copy(s.act.begin(), s.act.begin() + n * D, s.streams.begin());
 }
 
@@ -368,33 +373,42 @@ void TextDecoder::attention(int l, int64_t n, int64_t start_pos, KvCache& cache,
 }
 
 // FFN on h1: f = post_norm(W_down · (gelu(sparsify(W_gate · x)) * W_up · x)), x = pre_norm(h1); act = h1 + f.
-void TextDecoder::feed_forward(int l, int64_t n, DecoderScratch& s, ThreadPool& pool) const {
+// FFN on h1: f = post_norm(W_down · (gelu(sparsify(W_gate · x)) * W_up · x)), x = pre_norm(h1); act = h1 + f.
+// A MatFormer width Fp < F uses the first Fp neurons: the first Fp rows of gate/up and, through zero
+// activations in [Fp, F), the first Fp columns of down (reference: the MatFormer Lab slicing).
+void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& s, ThreadPool& pool) const {
   const TextConfig& c = config_.text;
   const TextLayerWeights& w = w_.layers[size_t(l)];
   const int64_t D = c.hidden_size, F = c.intermediate_size[size_t(l)];
+  const int64_t Fp = width > 0 ? width : F;
   grow(s.gate, n * F);
   grow(s.up, n * F);
   grow(s.ffn, n * D);
   grow(s.hn, n * D);
   for (int64_t t = 0; t < n; ++t)
     rms_norm(s.h1.data() + t * D, w.pre_feedforward_layernorm.data(), D, c.rms_norm_eps, s.hn.data() + t * D);
-  matmul(w.gate_proj, s.hn.data(), n, s.gate.data(), pool);
-  matmul(w.up_proj, s.hn.data(), n, s.up.data(), pool);
+  TensorView gate = w.gate_proj, up = w.up_proj;  // prefixes: the first Fp rows
+  gate.shape[0] = Fp;
+  up.shape[0] = Fp;
+  matmul(gate, s.hn.data(), n, s.gate.data(), pool, 0, F);
+  matmul(up, s.hn.data(), n, s.up.data(), pool, 0, F);
   const float std_mul = sparsity_std_multiplier_[size_t(l)];
   for (int64_t t = 0; t < n; ++t) {
     float* g = s.gate.data() + t * F;
     const float* u = s.up.data() + t * F;
     if (c.activation_sparsity[size_t(l)] > 0) {
-      // Gaussian top-k: keep what exceeds mean + k·std (population std), shifted: relu(z - cutoff).
+      // Gaussian top-k over the active width: keep what exceeds mean + k·std (population std),
+      // shifted: relu(z - cutoff).
       double sum = 0;
-      for (int64_t i = 0; i < F; ++i) sum += g[i];
-      const double mean = sum / double(F);
+      for (int64_t i = 0; i < Fp; ++i) sum += g[i];
+      const double mean = sum / double(Fp);
       double var = 0;
-      for (int64_t i = 0; i < F; ++i) var += (g[i] - mean) * (g[i] - mean);
-      const float cutoff = float(mean) + float(std::sqrt(var / double(F))) * std_mul;
-      for (int64_t i = 0; i < F; ++i) g[i] = std::max(0.0f, g[i] - cutoff);
+      for (int64_t i = 0; i < Fp; ++i) var += (g[i] - mean) * (g[i] - mean);
+      const float cutoff = float(mean) + float(std::sqrt(var / double(Fp))) * std_mul;
+      for (int64_t i = 0; i < Fp; ++i) g[i] = std::max(0.0f, g[i] - cutoff);
     }
-    for (int64_t i = 0; i < F; ++i) g[i] = kernels::gelu_tanh(g[i]) * u[i];
+    for (int64_t i = 0; i < Fp; ++i) g[i] = kernels::gelu_tanh(g[i]) * u[i];
+    std::fill(g + Fp, g + F, 0.0f);
   }
   matmul(w.down_proj, s.gate.data(), n, s.ffn.data(), pool);
   for (int64_t t = 0; t < n; ++t) {

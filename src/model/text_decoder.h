@@ -8,6 +8,7 @@
 #include "base/thread_pool.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/matformer.h"
 #include "model/weights.h"
 
 namespace g3n {
@@ -26,6 +27,8 @@ struct ForwardOptions {
   // Per token of the chunk: an embedding [hidden] that replaces the token's own (the soft tokens of
   // an image or audio clip, as the reference's masked_scatter does), or null. Empty: none.
   const float* const* embedding_overrides = nullptr;
+  // MatFormer: the layers to run and their FFN widths; null = the whole model.
+  const MatformerProfile* profile = nullptr;
 };
 
 class TextDecoder {
@@ -48,10 +51,11 @@ class TextDecoder {
   void embed_multimodal(const EmbedderWeights& e, const MultimodalEmbedderConfig& ec, int64_t id, float* out,
                         ThreadPool& pool) const;
   void per_layer_inputs(const int32_t* ids, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
-  void layer(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
+  void layer(int l, int64_t n, int64_t start_pos, int64_t ffn_width, KvCache& cache, DecoderScratch& s,
+             ThreadPool& pool) const;
   void layer_gemma3(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
   void attention(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
-  void feed_forward(int l, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
+  void feed_forward(int l, int64_t n, int64_t width, DecoderScratch& s, ThreadPool& pool) const;
   void keep_last_row(DecoderScratch& s, int64_t n) const;
   void router(const TextLayerWeights& w, const float* x, float* out) const;
   void logits(const float* streams, int64_t n_tokens, int64_t first_row, int64_t n_rows, DecoderScratch& s,
@@ -61,6 +65,7 @@ class TextDecoder {
   TextWeights w_;
   std::vector<float> inv_freq_full_, inv_freq_sliding_;
   std::vector<float> sparsity_std_multiplier_;  // per layer, 0 when dense
+  MatformerProfile full_;                        // every layer at full width
 };
 
 }  // namespace g3n

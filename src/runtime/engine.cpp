@@ -15,6 +15,7 @@
 #include "model/gguf_model.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/matformer.h"
 #include "model/text_decoder.h"
 #include "tokenizer/gguf_tokenizer.h"
 #include "tokenizer/tokenizer.h"
@@ -189,13 +190,40 @@ struct Session::Impl {
   std::vector<float> logits;
   int64_t reused = 0;
   ForwardOptions forward;
+  MatformerProfile profile;
+  bool cache_kept = true;
   Impl(const Model& m, const SessionOptions& o) : model(m), cache(m.config().text, std::max<int64_t>(1, o.max_chunk)) {
     forward.skip_shared_layers = o.fast_paths;
+    profile = full_profile(m.config().text);
   }
 };
 
 Session::Session(const Model& model, const SessionOptions& options)
-    : impl_(std::make_unique<Impl>(model, options)) {}
+    : impl_(std::make_unique<Impl>(model, options)) {
+  if (!options.profile.empty()) set_profile(options.profile);
+}
+
+void Session::set_profile(const std::string& spec) {
+  auto& s = *impl_;
+  const TextConfig& c = s.model.config().text;
+  if (!c.is_gemma3n()) fail("MatFormer profiles apply to Gemma 3n models only");
+  MatformerProfile p = resolve_profile(spec, c);
+  bool quantized = false;
+  for (const TensorView* t : s.model.decoder().weights().core_tensors()) quantized = quantized || dtype_is_quantized(t->dtype);
+  validate_profile(p, c, quantized);
+  s.cache_kept = same_kv_layers(s.profile, p, c);
+  if (!s.cache_kept) {
+    // The cache was written by other layers: the next sync() prefills the whole sequence again.
+    s.tokens.clear();
+    s.media_keys.clear();
+    s.position = 0;
+  }
+  s.profile = std::move(p);
+  s.forward.profile = &s.profile;
+}
+
+const std::string& Session::profile_name() const { return impl_->profile.name; }
+bool Session::cache_kept_on_last_switch() const { return impl_->cache_kept; }
 Session::~Session() = default;
 
 const std::vector<float>& Session::feed(std::span<const int32_t> ids, bool all_logits, const PromptEmbeddings* media) {
