@@ -45,6 +45,12 @@ TextDecoder::TextDecoder(ModelConfig config, TextWeights weights) : config_(std:
   for (float& f : inv_freq_full_) f /= c.rope_scaling_full;  // linear scaling: positions / factor
   inv_freq_sliding_ = rope_inv_freq(c.rope_theta_sliding, c.head_dim);
   full_ = full_profile(c);
+  down_t_.resize(size_t(c.num_hidden_layers));
+  for (int l = 0; l < c.num_hidden_layers; ++l)
+    if (c.activation_sparsity[size_t(l)] > 0 && w_.layers[size_t(l)].down_proj.valid()) {
+      const TensorView& down = w_.layers[size_t(l)].down_proj;
+      down_t_[size_t(l)] = quant::transpose_tensor(down, down.dtype);
+    }
   for (float target : c.activation_sparsity)
     // Reference: Normal(0, 1).icdf(target) evaluated in float32.
     sparsity_std_multiplier_.push_back(target > 0 ? float(kernels::normal_icdf(double(target))) : 0.0f);
@@ -179,7 +185,7 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
         n = 1;
       }
     }
-    layer(l, n, start_pos, profile.ffn_widths[i], cache, s, pool);
+    layer(l, n, start_pos, profile.ffn_widths[i], cache, s, pool, options.sparse_ffn);
   }
 
   if (logits_out) {
@@ -189,7 +195,7 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
 }
 
 void TextDecoder::layer(int l, int64_t n, int64_t start_pos, int64_t ffn_width, KvCache& cache, DecoderScratch& s,
-                        ThreadPool& pool) const {
+                        ThreadPool& pool, bool sparse_ffn) const {
   const TextConfig& c = config_.text;
   const TextLayerWeights& w = w_.layers[size_t(l)];
   const int64_t D = c.hidden_size, K = c.altup_num_inputs, P = c.hidden_size_per_layer_input;
@@ -246,7 +252,7 @@ void TextDecoder::layer(int l, int64_t n, int64_t start_pos, int64_t ffn_width, 
   }
 
   // 8-10. Feed-forward with its pre/post norms; act = h1 + f.
-  feed_forward(l, n, ffn_width, s, pool);
+  feed_forward(l, n, ffn_width, s, pool, sparse_ffn);
 
   // 11. AltUp correct: corr[i] = pred[i] + (1 + W_corr · router(act))[i] * (act - pred[0]).
   grow(s.corr, K * plane);
@@ -313,7 +319,7 @@ void TextDecoder::layer_gemma3(int l, int64_t n, int64_t start_pos, KvCache& cac
     rms_norm(att, w.post_attention_layernorm.data(), D, c.rms_norm_eps, att);
     for (int64_t d = 0; d < D; ++d) s.h1[size_t(t * D + d)] = x[t * D + d] + att[d];
   }
-  feed_forward(l, n, 0, s, pool);
+  feed_forward(l, n, 0, s, pool, false);
   std::copy(s.act.begin(), s.act.begin() + n * D, s.streams.begin());
 }
 
@@ -376,7 +382,8 @@ void TextDecoder::attention(int l, int64_t n, int64_t start_pos, KvCache& cache,
 // FFN on h1: f = post_norm(W_down · (gelu(sparsify(W_gate · x)) * W_up · x)), x = pre_norm(h1); act = h1 + f.
 // A MatFormer width Fp < F uses the first Fp neurons: the first Fp rows of gate/up and, through zero
 // activations in [Fp, F), the first Fp columns of down (reference: the MatFormer Lab slicing).
-void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& s, ThreadPool& pool) const {
+void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& s, ThreadPool& pool,
+                               bool sparse) const {
   const TextConfig& c = config_.text;
   const TextLayerWeights& w = w_.layers[size_t(l)];
   const int64_t D = c.hidden_size, F = c.intermediate_size[size_t(l)];
@@ -410,7 +417,18 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
     for (int64_t i = 0; i < Fp; ++i) g[i] = kernels::gelu_tanh(g[i]) * u[i];
     std::fill(g + Fp, g + F, 0.0f);
   }
-  matmul(w.down_proj, s.gate.data(), n, s.ffn.data(), pool);
+  const quant::OwnedTensor& down_t = down_t_[size_t(l)];
+  if (sparse && n == 1 && !down_t.bytes.empty()) {
+    // Decode: only the activations that survived the Gaussian top-k (gelu(0) = 0) reach W_down; sum
+    // those rows of the transposed copy instead of reading all of W_down.
+    grow(s.nonzero_values, F);
+    s.nonzero.resize(size_t(F));
+    const int64_t nnz = kernels::nonzero_indices(s.gate.data(), F, s.nonzero.data());
+    for (int64_t k = 0; k < nnz; ++k) s.nonzero_values[size_t(k)] = s.gate[size_t(s.nonzero[size_t(k)])];
+    kernels::matmul_transposed_rows(down_t.view(), s.nonzero.data(), s.nonzero_values.data(), nnz, s.ffn.data(), pool);
+  } else {
+    matmul(w.down_proj, s.gate.data(), n, s.ffn.data(), pool);
+  }
   for (int64_t t = 0; t < n; ++t) {
     float* f = s.ffn.data() + t * D;
     rms_norm(f, w.post_feedforward_layernorm.data(), D, c.rms_norm_eps, f);

@@ -9,6 +9,7 @@
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/matformer.h"
+#include "quant/quant.h"
 #include "model/weights.h"
 
 namespace g3n {
@@ -16,6 +17,8 @@ namespace g3n {
 // Scratch activations for one chunk of tokens, reused between calls (no allocation per token once
 // the largest chunk has been seen).
 struct DecoderScratch {
+  std::vector<int32_t> nonzero;
+  std::vector<float> nonzero_values;
   std::vector<float> x0, pli, streams, pred, xn, q, k, v, attn, att, lo, laurel, h1, hn, gate, up, ffn, act, corr,
       pl_gate, pl_out, router, scores, collapse;
 };
@@ -29,6 +32,9 @@ struct ForwardOptions {
   const float* const* embedding_overrides = nullptr;
   // MatFormer: the layers to run and their FFN widths; null = the whole model.
   const MatformerProfile* profile = nullptr;
+  // Decode through the activation sparsity: in layers whose Gaussian top-k leaves ~5% of the FFN
+  // activations nonzero, the down projection reads only those rows of a transposed copy (exact).
+  bool sparse_ffn = true;
 };
 
 class TextDecoder {
@@ -52,10 +58,10 @@ class TextDecoder {
                         ThreadPool& pool) const;
   void per_layer_inputs(const int32_t* ids, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
   void layer(int l, int64_t n, int64_t start_pos, int64_t ffn_width, KvCache& cache, DecoderScratch& s,
-             ThreadPool& pool) const;
+             ThreadPool& pool, bool sparse_ffn) const;
   void layer_gemma3(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
   void attention(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
-  void feed_forward(int l, int64_t n, int64_t width, DecoderScratch& s, ThreadPool& pool) const;
+  void feed_forward(int l, int64_t n, int64_t width, DecoderScratch& s, ThreadPool& pool, bool sparse) const;
   void keep_last_row(DecoderScratch& s, int64_t n) const;
   void router(const TextLayerWeights& w, const float* x, float* out) const;
   void logits(const float* streams, int64_t n_tokens, int64_t first_row, int64_t n_rows, DecoderScratch& s,
@@ -66,6 +72,7 @@ class TextDecoder {
   std::vector<float> inv_freq_full_, inv_freq_sliding_;
   std::vector<float> sparsity_std_multiplier_;  // per layer, 0 when dense
   MatformerProfile full_;                        // every layer at full width
+  std::vector<quant::OwnedTensor> down_t_;       // per layer: W_down transposed [F, D] for sparse layers, else empty
 };
 
 }  // namespace g3n

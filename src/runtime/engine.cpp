@@ -194,6 +194,7 @@ struct Session::Impl {
   bool cache_kept = true;
   Impl(const Model& m, const SessionOptions& o) : model(m), cache(m.config().text, std::max<int64_t>(1, o.max_chunk)) {
     forward.skip_shared_layers = o.fast_paths;
+    forward.sparse_ffn = o.fast_paths;
     profile = full_profile(m.config().text);
   }
 };
