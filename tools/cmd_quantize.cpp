@@ -12,6 +12,7 @@
 // layouts g3n's kernels read in place. The tokenizer travels in the file (tokenizer.ggml.* and the raw
 // SentencePiece model under g3n.tokenizer.model), with the chat template.
 #include <chrono>
+#include <deque>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -45,6 +46,7 @@ struct Planned {
   std::vector<const TensorView*> parts;  // one tensor, or the AltUp matrices to stack
   int type = ggml::F32;
   std::vector<int64_t> dims;  // GGUF order (ne0 first)
+  int64_t pad_rows = 0;       // extra copies of row 0 appended (the PLE table up to the vocabulary)
 };
 
 bool is_big_projection(const std::string& hf) {
@@ -199,6 +201,33 @@ Action register_quantize(CLI::App& app) {
       Planned p{g, {t}, choose_type(recipe, name, t->shape), {t->shape.rbegin(), t->shape.rend()}};
       plan.push_back(p);
     }
+    // What llama.cpp needs beyond the HF tensors: K/V weights in every layer (the KV-shared layers never
+    // use them: zeros, and ones for k_norm), and a PLE table with as many rows as the vocabulary (the
+    // reference reads row 0 for ids past the PLE vocabulary, so the padding repeats row 0).
+    const TextConfig& tc = config.text;
+    std::deque<std::vector<float>> synthetic_data;
+    std::deque<TensorView> synthetic_views;
+    auto synthetic = [&](const std::string& gguf_name, std::vector<int64_t> shape, float value) {
+      int64_t n = 1;
+      for (auto d : shape) n *= d;
+      synthetic_data.emplace_back(static_cast<size_t>(n), value);
+      synthetic_views.push_back(TensorView{DType::F32, shape, synthetic_data.back().data()});
+      const TensorView* v = &synthetic_views.back();
+      plan.push_back({gguf_name, {v}, choose_type(recipe, "self_attn.k_proj", shape), {shape.rbegin(), shape.rend()}});
+    };
+    for (int l = 0; l < tc.num_hidden_layers; ++l) {
+      if (tc.owns_kv(l)) continue;
+      const std::string p = prefix + "layers." + std::to_string(l) + ".self_attn.";
+      const int64_t kv = int64_t(tc.num_key_value_heads) * tc.head_dim;
+      if (!store.find(p + "k_proj.weight")) synthetic("blk." + std::to_string(l) + ".attn_k.weight", {kv, tc.hidden_size}, 0.0f);
+      if (!store.find(p + "v_proj.weight")) synthetic("blk." + std::to_string(l) + ".attn_v.weight", {kv, tc.hidden_size}, 0.0f);
+      if (!store.find(p + "k_norm.weight")) synthetic("blk." + std::to_string(l) + ".attn_k_norm.weight", {tc.head_dim}, 1.0f);
+    }
+    for (auto& p : plan)
+      if (p.gguf_name == "per_layer_token_embd.weight" && p.dims[1] < tc.vocab_size) {
+        p.pad_rows = tc.vocab_size - p.dims[1];
+        p.dims[1] = tc.vocab_size;
+      }
     for (const auto& [stack, list] : {std::pair{"altup_proj.weight", &weights.altup_projections},
                                       std::pair{"altup_unembd_proj.weight", &weights.altup_unembed_projections}}) {
       if (list->empty()) continue;
@@ -225,8 +254,10 @@ Action register_quantize(CLI::App& app) {
     uint64_t done = 0;
     const bool tty = ::isatty(2);
     for (const auto& p : plan) {
-      for (const TensorView* t : p.parts) {
-        const int64_t cols = t->shape.back(), rows = t->numel() / cols;
+      for (size_t part = 0; part < p.parts.size(); ++part) {
+        const TensorView* t = p.parts[part];
+        const int64_t cols = t->shape.back(), real_rows = t->numel() / cols;
+        const int64_t rows = real_rows + (part + 1 == p.parts.size() ? p.pad_rows : 0);
         const size_t out_row = ggml::row_bytes(p.type, cols);
         // Rows in slabs, quantised in parallel, written in order.
         const int64_t slab = std::max<int64_t>(1, (int64_t(8) << 20) / std::max<int64_t>(1, cols * 4));
@@ -237,7 +268,8 @@ Action register_quantize(CLI::App& app) {
             thread_local std::vector<float> row;
             row.resize(size_t(cols));
             for (int64_t i = i0; i < i1; ++i) {
-              to_f32(*t, (r0 + i) * cols, cols, row.data());
+              const int64_t r = r0 + i < real_rows ? r0 + i : 0;  // padding rows repeat row 0
+              to_f32(*t, r * cols, cols, row.data());
               ggml::quantize_row(p.type, row.data(), buf.data() + size_t(i) * out_row, cols);
             }
           });
