@@ -17,8 +17,14 @@ Action register_make_random(CLI::App& app);
 Action register_run(CLI::App& app);
 Action register_chat(CLI::App& app);
 Action register_quantize(CLI::App& app);
+Action register_slice(CLI::App& app);
 Action register_tokenize(CLI::App& app);
 Action register_detokenize(CLI::App& app);
+Action register_serve(CLI::App& app);
+Action register_encode_image(CLI::App& app);
+Action register_preprocess_image(CLI::App& app);
+Action register_audio_features(CLI::App& app);
+Action register_encode_audio(CLI::App& app);
 
 // Shared option helpers.
 std::vector<int32_t> parse_ids(const std::string& text);

@@ -23,8 +23,14 @@ int main(int argc, char** argv) {
   add(register_run);
   add(register_chat);
   add(register_quantize);
+  add(register_slice);
   add(register_tokenize);
   add(register_detokenize);
+  add(register_serve);
+  add(register_encode_image);
+  add(register_preprocess_image);
+  add(register_audio_features);
+  add(register_encode_audio);
 
   CLI11_PARSE(app, argc, argv);
   try {

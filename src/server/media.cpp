@@ -1,0 +1,105 @@
+#include "server/media.h"
+
+#include <nlohmann/json.hpp>
+
+#include "server/api_error.h"
+#include "server/json_guard.h"
+
+namespace g3n::server {
+namespace {
+
+using nlohmann::json;
+
+// "data:<mime>[;param...];base64,<payload>" -> (mime, bytes).
+MediaPart decode_data_uri(const std::string& uri, MediaPart part) {
+  const size_t comma = uri.find(',');
+  if (uri.rfind("data:", 0) != 0 || comma == std::string::npos)
+    throw ApiError(400, part.param + ": expected a data: URI (data:<type>;base64,...)", part.param, "invalid_media");
+  const std::string header = uri.substr(5, comma - 5);
+  const bool is_base64 = header.size() >= 7 && header.compare(header.size() - 7, 7, ";base64") == 0;
+  if (!is_base64)
+    throw ApiError(400, part.param + ": only base64 data URIs are supported", part.param, "invalid_media");
+  part.mime = header.substr(0, header.find(';'));
+  auto bytes = base64_decode(std::string_view(uri).substr(comma + 1));
+  if (!bytes) throw ApiError(400, part.param + ": the data URI is not valid base64", part.param, "invalid_base64");
+  if (bytes->empty()) throw ApiError(400, part.param + ": the data URI holds no data", part.param, "invalid_media");
+  part.bytes = std::move(*bytes);
+  return part;
+}
+
+const json* member(const json& obj, const char* key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &*it;
+}
+
+std::string url_of(const json& part, const std::string& at) {
+  // {type: image_url, image_url: {url}} or {image_url: "..."}; {type: image, url | image}.
+  for (const char* key : {"image_url", "url", "image", "path"}) {
+    const json* v = member(part, key);
+    if (!v) continue;
+    if (v->is_string()) return v->get<std::string>();
+    if (const json* u = member(*v, "url"); u && u->is_string()) return u->get<std::string>();
+  }
+  throw ApiError(400, at + ": an image part needs image_url.url", at, "invalid_media");
+}
+
+}  // namespace
+
+std::vector<MediaPart> collect_media(const json& messages) {
+  std::vector<MediaPart> out;
+  if (!messages.is_array()) return out;
+  for (size_t m = 0; m < messages.size(); ++m) {
+    const json* content = member(messages[m], "content");
+    if (!content || !content->is_array()) continue;
+    for (size_t p = 0; p < content->size(); ++p) {
+      const json& part = (*content)[p];
+      const json* type = member(part, "type");
+      if (!type || !type->is_string()) continue;  // parse_openai_messages reports it
+      const std::string t = type->get<std::string>();
+      MediaPart mp;
+      mp.param = "messages[" + std::to_string(m) + "].content[" + std::to_string(p) + "]";
+      if (t == "image_url" || t == "image") {
+        mp.kind = MediaPart::Image;
+        const std::string url = url_of(part, mp.param);
+        if (url.rfind("data:", 0) != 0)
+          throw ApiError(400, mp.param + ": only data: URIs are accepted (the server does not fetch URLs or read files)",
+                         mp.param, "invalid_media");
+        out.push_back(decode_data_uri(url, std::move(mp)));
+      } else if (t == "input_audio" || t == "audio") {
+        mp.kind = MediaPart::Audio;
+        const json* audio = member(part, "input_audio");
+        if (!audio) audio = member(part, "audio");
+        const json* data = audio ? member(*audio, "data") : nullptr;
+        if (audio && audio->is_string()) data = audio;
+        if (!data || !data->is_string())
+          throw ApiError(400, mp.param + ": an audio part needs input_audio.data (base64)", mp.param, "invalid_media");
+        const std::string& s = data->get_ref<const std::string&>();
+        if (s.rfind("data:", 0) == 0) {
+          out.push_back(decode_data_uri(s, std::move(mp)));
+          continue;
+        }
+        const json* format = audio ? member(*audio, "format") : nullptr;
+        mp.mime = "audio/" + (format && format->is_string() ? format->get<std::string>() : std::string("wav"));
+        auto bytes = base64_decode(s);
+        if (!bytes) throw ApiError(400, mp.param + ": input_audio.data is not valid base64", mp.param, "invalid_base64");
+        if (bytes->empty()) throw ApiError(400, mp.param + ": input_audio.data is empty", mp.param, "invalid_media");
+        mp.bytes = std::move(*bytes);
+        out.push_back(std::move(mp));
+      }
+    }
+  }
+  return out;
+}
+
+PromptEmbeddings prepare_media(const std::vector<MediaPart>& parts) {
+  // The encoders plug in here (see media.h). Until then: a clear 400 for the first media part.
+  for (const MediaPart& p : parts) {
+    if (p.kind == MediaPart::Image)
+      throw ApiError(400, "image input is not available in this build (" + p.param + ")", p.param, "unsupported_media");
+    throw ApiError(400, "audio input is not available in this build (" + p.param + ")", p.param, "unsupported_media");
+  }
+  return {};
+}
+
+}  // namespace g3n::server

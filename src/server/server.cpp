@@ -1,0 +1,338 @@
+#include "server/server.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "model/config.h"
+#include "server/api_error.h"
+#include "server/json_guard.h"
+#include "server/metrics.h"
+#include "server/openai_api.h"
+#include "server/slots.h"
+#include "server/stepped_generate.h"
+#include "tokenizer/tokenizer.h"
+
+namespace g3n::server {
+namespace {
+
+using nlohmann::json;
+using clock = std::chrono::steady_clock;
+
+std::string endpoint_label(const std::string& path) {
+  for (const char* p : {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/"})
+    if (path == p) return p;
+  if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
+  if (path == "/index.html") return "/";
+  return "other";
+}
+
+void send_json(httplib::Response& res, int status, const json& j) {
+  res.status = status;
+  res.set_content(dump(j), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status(), e.body()); }
+
+bool same_secret(const std::string& a, const std::string& b) {
+  // Constant time in the length of the longer string.
+  unsigned diff = unsigned(a.size() != b.size());
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i)
+    diff |= unsigned((i < a.size() ? uint8_t(a[i]) : 0) ^ (i < b.size() ? uint8_t(b[i]) : 0));
+  return diff == 0;
+}
+
+int64_t unix_now() { return int64_t(std::time(nullptr)); }
+
+}  // namespace
+
+struct Server::Impl {
+  const Model& model;
+  ServerOptions opt;
+  ServedModel served;
+  Metrics metrics;
+  SlotPool slots;
+  FairMutex compute;
+  httplib::Server http;
+  std::atomic<bool> stopping{false};
+  int port = -1;
+
+  Impl(const Model& m, const ServerOptions& o)
+      : model(m), opt(o), slots(m, std::max(1, o.parallel), std::max(0, o.queue)) {
+    served.id = opt.model_id.empty() ? std::string("g3n") : opt.model_id;
+    served.context = m.config().text.max_position_embeddings;
+    served.defaults = opt.defaults;
+    served.tokenizer = &m.require_tokenizer();
+    served.created = unix_now();
+    metrics.slots = slots.size();
+    const int threads = opt.http_threads > 0 ? opt.http_threads : slots.size() + std::max(0, opt.queue) + 8;
+    http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+    http.set_payload_max_length(opt.max_body_bytes);
+    http.set_keep_alive_timeout(5);
+    http.set_read_timeout(30);
+    http.set_write_timeout(30);
+    routes();
+  }
+
+  // Runs a handler, turning exceptions into OpenAI error objects.
+  template <class F>
+  void guarded(httplib::Response& res, F&& f) {
+    try {
+      f();
+    } catch (const ApiError& e) {
+      send_error(res, e);
+      if (e.status() == 503) res.set_header("Retry-After", std::to_string(opt.retry_after_seconds));
+    } catch (const Error& e) {
+      send_error(res, ApiError(400, e.what()));
+    } catch (const std::exception& e) {
+      send_error(res, ApiError(500, std::string("internal error: ") + e.what()));
+    }
+  }
+
+  void check_auth(const httplib::Request& req) const {
+    if (opt.api_key.empty()) return;
+    const std::string h = req.get_header_value("Authorization");
+    if (h.empty())
+      throw ApiError(401, "Missing API key: send it as the header 'Authorization: Bearer <key>'", "", "invalid_api_key");
+    const std::string prefix = "Bearer ";
+    if (h.compare(0, prefix.size(), prefix) != 0 || !same_secret(h.substr(prefix.size()), opt.api_key))
+      throw ApiError(401, "Incorrect API key provided", "", "invalid_api_key");
+  }
+
+  // The body, at most max_body_bytes. A larger Content-Length gets 413 from httplib before anything
+  // is kept (it discards the body); a larger chunked body is discarded from the limit on, up to
+  // 64 MiB more (so that the client reads the 413 rather than a reset connection), then cut off.
+  std::string read_body(httplib::Response& res, const httplib::ContentReader& reader) const {
+    std::string body;
+    bool too_big = false;
+    uint64_t discarded = 0;
+    const bool ok = reader([&](const char* data, size_t len) {
+      if (too_big || body.size() + len > opt.max_body_bytes) {
+        too_big = true;
+        discarded += len;
+        return discarded <= (uint64_t(64) << 20);
+      }
+      body.append(data, len);
+      return true;
+    });
+    if (too_big || res.status == 413) {
+      res.set_header("Connection", "close");
+      throw ApiError(413,
+                     "the request body is larger than this server's limit of " + std::to_string(opt.max_body_bytes) +
+                         " bytes (--max-body-bytes)",
+                     "", "request_too_large");
+    }
+    if (!ok) throw ApiError(400, "could not read the request body", "", "invalid_body");
+    return body;
+  }
+
+  GenerateResult run_job(SlotPool::Lease& lease, const Job& job, clock::time_point arrival,
+                         std::function<bool(const std::string&)> on_text) {
+    StepHooks hooks;
+    hooks.on_text = std::move(on_text);
+    hooks.cancelled = [this] { return stopping.load(); };
+    hooks.on_token = [&](int64_t i, double seconds) {
+      if (i == 0)
+        metrics.time_to_first_token.observe(std::chrono::duration<double>(clock::now() - arrival).count());
+      else
+        metrics.time_per_output_token.observe(seconds);
+    };
+    GenerateResult r = generate_stepped(lease.session(), *served.tokenizer, job.gen, compute,
+                                        slots.session_options().max_chunk, hooks, &job.embeddings);
+    metrics.prompt_tokens += uint64_t(r.prompt_tokens);
+    metrics.reused_prompt_tokens += uint64_t(std::max<int64_t>(0, r.reused_tokens));
+    metrics.generated_tokens += r.tokens.size();
+    if (r.finish_reason == "cancelled") ++metrics.cancelled;
+    return r;
+  }
+
+  void completions(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
+                   bool chat) {
+    const auto arrival = clock::now();
+    const std::string body = read_body(res, reader);
+    check_auth(req);
+    const json j = parse_request_body(body);
+    Job job = chat ? parse_chat_request(j, served) : parse_completion_request(j, served);
+    std::unique_ptr<SlotPool::Lease> lease = slots.acquire(job.gen.prompt);
+    if (!lease) {
+      if (stopping) throw ApiError(503, "the server is shutting down", "", "server_shutting_down");
+      throw ApiError(503,
+                     "the server is busy: " + std::to_string(slots.size()) + " slots are generating and " +
+                         std::to_string(opt.queue) + " requests are waiting (--parallel, --queue); retry later",
+                     "", "server_busy");
+    }
+    const std::string id = make_id(chat ? "chatcmpl" : "cmpl");
+    const int64_t created = unix_now();
+    if (!job.stream) {
+      GenerateResult r = run_job(*lease, job, arrival, {});
+      lease.reset();
+      if (r.finish_reason == "cancelled") throw ApiError(503, "the server is shutting down", "", "server_shutting_down");
+      send_json(res, 200, completion_response(job, served, id, created, r));
+      return;
+    }
+    struct Stream {
+      std::unique_ptr<SlotPool::Lease> lease;
+      Job job;
+      std::string id;
+      int64_t created;
+      clock::time_point arrival;
+    };
+    auto st = std::make_shared<Stream>(Stream{std::move(lease), std::move(job), id, created, arrival});
+    res.status = 200;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, st](size_t, httplib::DataSink& sink) {
+          bool ok = true;
+          auto write = [&](const std::string& s) {
+            if (ok && !sink.write(s.data(), s.size())) ok = false;
+            return ok;
+          };
+          const Job& job = st->job;
+          if (job.chat) write(sse(stream_chunk(job, served, st->id, st->created, nullptr, true, nullptr)));
+          GenerateResult r;
+          try {
+            r = run_job(*st->lease, job, st->arrival, [&](const std::string& text) {
+              return write(sse(stream_chunk(job, served, st->id, st->created, &text, false, nullptr)));
+            });
+          } catch (const std::exception& e) {
+            st->lease.reset();
+            write(sse(ApiError(dynamic_cast<const Error*>(&e) ? 400 : 500, e.what()).body()));
+            write("data: [DONE]\n\n");
+            if (ok) sink.done();
+            return ok;
+          }
+          st->lease.reset();  // the slot is free as soon as generation ends
+          if (!ok || r.finish_reason == "cancelled") return false;  // the client went away / shutting down
+          write(sse(stream_chunk(job, served, st->id, st->created, nullptr, false, &r)));
+          if (job.include_usage)
+            write(sse({{"id", st->id},
+                       {"object", job.chat ? "chat.completion.chunk" : "text_completion"},
+                       {"created", st->created},
+                       {"model", served.id},
+                       {"choices", json::array()},
+                       {"usage", usage_json(r)}}));
+          write("data: [DONE]\n\n");
+          if (!ok) return false;
+          sink.done();
+          return true;
+        },
+        [st](bool) { st->lease.reset(); });
+  }
+
+  json model_object() const {
+    return {{"id", served.id},
+            {"object", "model"},
+            {"created", served.created},
+            {"owned_by", "g3n"},
+            {"context_length", served.context},
+            {"slots", slots.size()}};
+  }
+
+  void routes() {
+    using httplib::Request;
+    using httplib::Response;
+    http.Post("/v1/chat/completions", [this](const Request& req, Response& res, const httplib::ContentReader& reader) {
+      guarded(res, [&] { completions(req, res, reader, true); });
+    });
+    http.Post("/v1/completions", [this](const Request& req, Response& res, const httplib::ContentReader& reader) {
+      guarded(res, [&] { completions(req, res, reader, false); });
+    });
+    http.Get("/v1/models", [this](const Request& req, Response& res) {
+      guarded(res, [&] {
+        check_auth(req);
+        send_json(res, 200, {{"object", "list"}, {"data", json::array({model_object()})}});
+      });
+    });
+    http.Get("/v1/models/(.+)", [this](const Request& req, Response& res) {
+      guarded(res, [&] {
+        check_auth(req);
+        const std::string name = req.matches[1];
+        if (name != served.id)
+          throw ApiError(404, "The model '" + name + "' does not exist", "model", "model_not_found");
+        send_json(res, 200, model_object());
+      });
+    });
+    http.Get("/health", [this](const Request&, Response& res) {
+      send_json(res, 200,
+                {{"status", stopping ? "stopping" : "ok"},
+                 {"slots", slots.size()},
+                 {"active", slots.active()},
+                 {"queued", slots.queued()}});
+    });
+    http.Get("/metrics", [this](const Request& req, Response& res) {
+      guarded(res, [&] {
+        check_auth(req);
+        metrics.active = slots.active();
+        metrics.queued = slots.queued();
+        res.set_content(metrics.render(), "text/plain; version=0.0.4");
+      });
+    });
+    auto page = [](const Request&, Response& res) {
+      res.set_header("Cache-Control", "no-cache");
+      res.set_content(kIndexHtml, "text/html; charset=utf-8");
+    };
+    http.Get("/", page);
+    http.Get("/index.html", page);
+
+    // Statuses httplib sets itself (404 no route, 400 bad request line, 413 body too large, ...)
+    // get an OpenAI error object too.
+    http.set_error_handler(httplib::Server::HandlerWithResponse([](const Request& req, Response& res) {
+      if (!res.body.empty() || res.has_header("Content-Type")) return httplib::Server::HandlerResponse::Unhandled;
+      std::string msg;
+      if (res.status == 404) msg = "no such endpoint: " + req.method + " " + req.path;
+      else if (res.status == 405) msg = "method not allowed: " + req.method + " " + req.path;
+      else if (res.status == 413) msg = "the request body is larger than this server's limit (--max-body-bytes)";
+      else if (res.status == 400) msg = "malformed HTTP request";
+      else msg = "HTTP error " + std::to_string(res.status);
+      send_json(res, res.status, ApiError(res.status, msg).body());
+      return httplib::Server::HandlerResponse::Handled;
+    }));
+    http.set_exception_handler([](const Request&, Response& res, std::exception_ptr ep) {
+      std::string what = "unknown exception";
+      try {
+        if (ep) std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      send_error(res, ApiError(500, "internal error: " + what));
+    });
+    http.set_logger([this](const Request& req, const Response& res) { metrics.count_request(endpoint_label(req.path), res.status); });
+  }
+};
+
+Server::Server(const Model& model, const ServerOptions& options) : impl_(std::make_unique<Impl>(model, options)) {}
+
+Server::~Server() {
+  stop();
+}
+
+int Server::bind() {
+  auto& s = *impl_;
+  if (s.opt.port == 0) {
+    s.port = s.http.bind_to_any_port(s.opt.host);
+  } else {
+    s.port = s.http.bind_to_port(s.opt.host, s.opt.port) ? s.opt.port : -1;
+  }
+  if (s.port < 0)
+    fail("cannot listen on ", s.opt.host, ":", s.opt.port, " (is the port in use, or the host not an address of this machine?)");
+  return s.port;
+}
+
+void Server::run() { impl_->http.listen_after_bind(); }
+
+void Server::stop() {
+  auto& s = *impl_;
+  s.stopping = true;
+  s.slots.close();
+  s.http.stop();
+}
+
+}  // namespace g3n::server
