@@ -6,7 +6,6 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
-#include <regex>
 
 #include "base/error.h"
 #include "base/thread_pool.h"
@@ -46,12 +45,13 @@ std::vector<float> read_pixels_npy(const std::string& path, int64_t& h, int64_t&
   const std::string header = bytes.substr(start, hlen);
   G3N_CHECK(header.find("'<f4'") != std::string::npos, path, ": pixels must be float32 ('<f4')");
   G3N_CHECK(header.find("'fortran_order': False") != std::string::npos, path, ": pixels must be in C order");
-  std::smatch m;
-  G3N_CHECK(std::regex_search(header, m, std::regex(R"('shape': \((\d+), (\d+), (\d+)\))")), path,
-            ": pixels must have shape (3, H, W)");
-  const int64_t c = std::stoll(m[1]);
-  h = std::stoll(m[2]);
-  w = std::stoll(m[3]);
+  const size_t at = header.find("'shape': (");
+  long long c = 0, hh = 0, ww = 0;
+  G3N_CHECK(at != std::string::npos &&
+                std::sscanf(header.c_str() + at, "'shape': (%lld, %lld, %lld)", &c, &hh, &ww) == 3,
+            path, ": pixels must have shape (3, H, W)");
+  h = hh;
+  w = ww;
   G3N_CHECK(c == 3 && h > 0 && w > 0 && h <= 8192 && w <= 8192, path, ": pixels of shape (", c, ", ", h, ", ", w,
             "), expected (3, H, W) with H, W in 1..8192");
   const size_t n = size_t(3 * h * w);
