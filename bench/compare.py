@@ -350,6 +350,9 @@ def main() -> None:
     ap.add_argument("--g3n-bench", type=Path, default=REPO / "build" / "release" / "g3n_bench")
     ap.add_argument("--flash-attn", action="store_true", help="llama.cpp flash attention on")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds per engine run")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="re-run an engine whose run was disturbed (others > --max-others of the CPUs) up to N times")
+    ap.add_argument("--max-others", type=float, default=0.10)
     ap.add_argument("--wait-quiet", type=float, default=120,
                     help="before each run wait up to this many seconds for other processes to leave the CPUs idle")
     ap.add_argument("--json-out", type=Path, help="also write all raw results here")
@@ -388,9 +391,19 @@ def main() -> None:
     g3n_bw = None
 
     def run(r: dict, cmd: list[str]) -> dict:
-        r["others_busy_before"] = wait_quiet(a.wait_quiet, log)
-        log(f"running {r['name']}: {' '.join(cmd)}")
-        res, info = run_child_rusage(cmd, a.timeout)
+        best = None
+        for attempt in range(1 + a.retries):
+            r["others_busy_before"] = wait_quiet(a.wait_quiet, log)
+            log(f"running {r['name']}: {' '.join(cmd)}")
+            res, info = run_child_rusage(cmd, a.timeout)
+            if best is None or info["others_cpu_share"] < best[1]["others_cpu_share"]:
+                best = (res, info)
+            if info["others_cpu_share"] <= a.max_others:
+                break
+            log(f"{r['name']}: other processes took {100 * info['others_cpu_share']:.0f}% of the CPUs during the "
+                f"run; {'running it again' if attempt < a.retries else 'keeping the least disturbed run'}")
+        res, info = best
+        r["attempts"] = attempt + 1
         r.update(res)
         r["wall_seconds"] = info["wall_seconds"]
         r["cpu_seconds"] = info["cpu_seconds"]
