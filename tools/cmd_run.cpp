@@ -13,6 +13,7 @@
 #include "base/thread_pool.h"
 #include "commands.h"
 #include "g3n/engine.h"
+#include "media_input.h"
 #include "model/config.h"
 #include "runtime/generator.h"
 #include "tokenizer/chat_template.h"
@@ -30,7 +31,7 @@ struct TextArgs {
   std::string system;
   int64_t max_new_tokens = 512;
   std::vector<std::string> stop;
-  std::vector<std::string> images, audios;
+  MediaArgs media;
   bool verbose = false;
   // Sampling: unset values take the checkpoint's generation_config.json defaults.
   std::optional<float> temperature, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
@@ -45,8 +46,7 @@ struct TextArgs {
     cmd->add_option("-n,--max-new-tokens", max_new_tokens, "Most tokens to generate per answer")
         ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
     cmd->add_option("--stop", stop, "Stop string (repeatable)");
-    cmd->add_option("--image", images, "Image file (repeatable)");
-    cmd->add_option("--audio", audios, "Audio file (repeatable)");
+    media.add_to(cmd);
     cmd->add_option("--temperature", temperature, "Sampling temperature (0: greedy)");
     cmd->add_option("--top-k", top_k, "Keep the k most likely tokens (0: off)");
     cmd->add_option("--top-p", top_p, "Nucleus sampling mass");
@@ -73,10 +73,6 @@ struct TextArgs {
     return p;
   }
 
-  void check_media() const {
-    if (!images.empty()) fail("--image: image input needs the vision encoder, which this build does not have yet");
-    if (!audios.empty()) fail("--audio: audio input needs the audio encoder, which this build does not have yet");
-  }
 };
 
 struct Loaded {
@@ -120,9 +116,15 @@ void print_stats(const GenerateResult& r) {
                r.decode_seconds > 0 && n > 1 ? double(n - 1) / r.decode_seconds : 0.0, r.finish_reason.c_str());
 }
 
-GenerateResult answer(Session& session, const Tokenizer& tok, const TextArgs& a, const std::vector<ChatMessage>& msgs) {
+GenerateResult answer(Session& session, const Tokenizer& tok, const TextArgs& a, const std::vector<ChatMessage>& msgs,
+                      const MediaSet& media) {
   GenerateRequest req;
-  req.prompt = tok.encode(render_chat(msgs, /*add_generation_prompt=*/true), /*add_bos=*/false);
+  req.prompt = tok.encode(media.expand(render_chat(msgs, /*add_generation_prompt=*/true)), /*add_bos=*/false);
+  PromptEmbeddings embeddings;
+  if (!media.items.empty()) {
+    embeddings = media.place(session.model(), req.prompt);
+    req.media = &embeddings;
+  }
   req.sampling = a.sampling();
   req.sampling.vocab_limit = std::min<int64_t>(tok.sentencepiece_size(), 262144);
   req.max_new_tokens = a.max_new_tokens;
@@ -169,7 +171,6 @@ Action register_run(CLI::App& app) {
   cmd->add_option("prompt", a->prompt, "The user's message");
   cmd->add_option("--messages", a->messages_file, "A JSON file with an OpenAI-style message list to continue");
   return [a] {
-    a->check_media();
     if (a->prompt.empty() == a->messages_file.empty()) fail("give either a prompt or --messages FILE");
     std::vector<ChatMessage> msgs = with_system(a->system);
     if (!a->messages_file.empty()) {
@@ -183,25 +184,37 @@ Action register_run(CLI::App& app) {
       }
       auto parsed = parse_openai_messages(j);
       msgs.insert(msgs.end(), parsed.begin(), parsed.end());
-    } else {
-      msgs.push_back({"user", {{ChatItem::Text, a->prompt}}});
     }
     Loaded l = load(*a);
+    MediaSet media;
+    media.add(*l.model, a->media, a->verbose);
+    if (a->messages_file.empty()) {
+      std::vector<ChatItem> content = media.chat_items();  // the images and clips, then the text
+      content.push_back({ChatItem::Text, a->prompt});
+      msgs.push_back({"user", std::move(content)});
+    } else if (!media.items.empty()) {
+      fail("--image / --audio go with a prompt; in --messages give them as image_url / input_audio parts");
+    }
     SessionOptions so;
     so.profile = a->profile;
     Session session(*l.model, so);
-    answer(session, *l.tokenizer, *a, msgs);
+    answer(session, *l.tokenizer, *a, msgs, media);
     return 0;
   };
 }
 
 Action register_chat(CLI::App& app) {
   auto a = std::make_shared<TextArgs>();
-  auto* cmd = app.add_subcommand("chat", "Interactive conversation (/reset starts over, /exit quits)");
+  auto* cmd = app.add_subcommand(
+      "chat", "Interactive conversation (/reset starts over, /exit quits, /image FILE and /audio FILE attach media to "
+              "the next message, /profile NAME switches the MatFormer size)");
   a->add_to(cmd);
   return [a] {
-    a->check_media();
     Loaded l = load(*a);
+    // Media are encoded once, when attached, and their soft tokens reused in every later turn's prompt.
+    MediaSet media;
+    media.add(*l.model, a->media, a->verbose);
+    size_t attached = 0;  // media.items[attached..] go with the next user message
     SessionOptions so;
     so.profile = a->profile;
     Session session(*l.model, so);
@@ -225,14 +238,30 @@ Action register_chat(CLI::App& app) {
         }
         continue;
       }
+      if (line.rfind("/image ", 0) == 0 || line.rfind("/audio ", 0) == 0) {
+        const std::string path = python_strip(line.substr(7));
+        try {
+          if (line[1] == 'i') media.add_image(*l.model, path, a->media.image_size, a->verbose);
+          else media.add_audio(*l.model, path, a->media.max_audio_seconds, a->verbose);
+          std::fprintf(stderr, "(%s attached to your next message)\n", path.c_str());
+        } catch (const Error& e) {
+          std::fprintf(stderr, "g3n: %s\n", e.what());
+        }
+        continue;
+      }
       if (line == "/reset") {
         msgs = with_system(a->system);
+        media.items.clear();
+        attached = 0;
         session.reset();
         if (interactive) std::fprintf(stderr, "(conversation reset)\n");
         continue;
       }
-      msgs.push_back({"user", {{ChatItem::Text, line}}});
-      GenerateResult r = answer(session, *l.tokenizer, *a, msgs);
+      std::vector<ChatItem> content = media.chat_items(attached);
+      attached = media.items.size();
+      content.push_back({ChatItem::Text, line});
+      msgs.push_back({"user", std::move(content)});
+      GenerateResult r = answer(session, *l.tokenizer, *a, msgs, media);
       msgs.push_back({"assistant", {{ChatItem::Text, r.text}}});
     }
     return 0;

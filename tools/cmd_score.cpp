@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "formats/npy.h"
 #include "g3n/engine.h"
+#include "media_input.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -46,6 +47,7 @@ struct ModelArgs {
   bool plain = false;
   int64_t chunk = 256;
   std::string profile;
+  MediaArgs media;
 
   SessionOptions session_options() const {
     SessionOptions o;
@@ -65,22 +67,37 @@ struct ModelArgs {
     auto* prompt_opt = cmd->add_option("--prompt", prompt, "Text, tokenised with the checkpoint's tokenizer");
     ids_opt->excludes(prompt_opt);
     cmd->add_flag("--chat", chat, "With --prompt: render it as one user turn of the chat template");
+    media.add_to(cmd);
   }
   std::unique_ptr<Model> load() const {
     LoadOptions opts;
     opts.threads = threads;
     return Model::load(model, opts);
   }
-  std::vector<int32_t> token_ids(const Model& m) const {
+  // The prompt's ids; the media (--image / --audio) are encoded into `set` and fill the placeholders:
+  // <image_soft_token> / <audio_soft_token> in a --prompt text (expanded as the processor does; with --chat
+  // and no placeholder in the text, one per file goes before the text), or the soft-token ids in --ids.
+  std::vector<int32_t> token_ids(const Model& m, MediaSet& set) const {
+    set.add(m, media, /*verbose=*/false);
     if (!prompt.empty()) {
       const Tokenizer& tok = m.require_tokenizer();
-      if (chat) return tok.encode(render_chat({{"user", {{ChatItem::Text, prompt}}}}, true), /*add_bos=*/false);
-      return tok.encode(prompt, /*add_bos=*/true);
+      const bool has_placeholders = prompt.find("<image_soft_token>") != std::string::npos ||
+                          prompt.find("<audio_soft_token>") != std::string::npos;
+      if (chat) {
+        std::vector<ChatItem> content = has_placeholders ? std::vector<ChatItem>{} : set.chat_items();
+        content.push_back({ChatItem::Text, prompt});
+        return tok.encode(set.expand(render_chat({{"user", content}}, true)), /*add_bos=*/false);
+      }
+      return tok.encode(set.items.empty() ? prompt : set.expand(prompt), /*add_bos=*/true);
     }
     if (chat) fail("--chat needs --prompt");
     auto v = parse_ids(ids);
     if (v.empty()) fail("give the input as --ids 2,105,... or --prompt TEXT");
     return v;
+  }
+  // Soft tokens at the placeholder positions (none without media).
+  static PromptEmbeddings placed(const Model& m, const MediaSet& set, const std::vector<int32_t>& ids) {
+    return set.items.empty() ? PromptEmbeddings{} : set.place(m, ids);
   }
 };
 
@@ -96,9 +113,11 @@ Action register_score(CLI::App& app) {
   cmd->add_option("-o,--out", a->out, "Output .npy file")->required();
   return [a] {
     auto model = a->load();
-    const std::vector<int32_t> ids = a->token_ids(*model);
+    MediaSet media;
+    const std::vector<int32_t> ids = a->token_ids(*model, media);
+    const PromptEmbeddings embeddings = Args::placed(*model, media, ids);
     Session session(*model, a->session_options());
-    const std::vector<float>& logits = session.feed(ids, /*all_logits=*/true);
+    const std::vector<float>& logits = session.feed(ids, /*all_logits=*/true, &embeddings);
     write_npy_f32(a->out, logits.data(), {int64_t(ids.size()), model->vocab_size()});
     return 0;
   };
@@ -116,9 +135,11 @@ Action register_generate(CLI::App& app) {
   cmd->add_option("--logits-out", a->logits_out, "Also write the logits that chose each new token, .npy [n, vocab]");
   return [a] {
     auto model = a->load();
-    const std::vector<int32_t> ids = a->token_ids(*model);
+    MediaSet media;
+    const std::vector<int32_t> ids = a->token_ids(*model, media);
+    const PromptEmbeddings embeddings = Args::placed(*model, media, ids);
     Session session(*model, a->session_options());
-    const std::vector<float>* logits = &session.feed(ids);
+    const std::vector<float>* logits = &session.feed(ids, /*all_logits=*/false, &embeddings);
     std::vector<float> all;
     for (int i = 0; i < a->n_new; ++i) {
       if (!a->logits_out.empty()) all.insert(all.end(), logits->begin(), logits->end());

@@ -37,6 +37,21 @@ struct MemoryReport {
 
 class Session;
 
+// The soft tokens of one image or audio clip, ready to be placed in a prompt (place_media) and reused
+// across turns: encode once, keep it, place it again in every later prompt of the conversation.
+struct MediaEmbedding {
+  enum class Kind { Image, Audio };
+  Kind kind = Kind::Image;
+  int64_t tokens = 0;        // rows: 256 per image; audio_soft_tokens_per_image (188) per clip
+  int64_t valid_tokens = 0;  // audio: rows that carry sound (the rest is the reference's padding)
+  std::vector<float> rows;   // [tokens, hidden]: what the decoder reads at the placeholder positions
+  uint64_t key = 0;          // content hash (media + options): a cached prefix is reused only for the same media
+  std::string source;        // a file name, or what the caller called it
+  std::string description;   // e.g. "JPEG 640x480 -> 768x768" or "WAV 16 kHz, 2 ch, 4.20 s"
+  double duration = 0;       // audio: seconds of sound encoded
+  double encode_seconds = 0; // decoding + preprocessing + encoder time
+};
+
 class Model {
  public:
   // path: a Hugging Face checkpoint directory (config.json + safetensors). Throws g3n::Error.
@@ -53,6 +68,25 @@ class Model {
   // Like tokenizer(), but throws g3n::Error saying what is missing.
   const Tokenizer& require_tokenizer() const;
   MemoryReport memory(const Session* session = nullptr) const;
+
+  // Multimodal input (a Gemma 3n checkpoint with its vision / audio towers, or a GGUF with --mmproj).
+  bool supports_images() const;
+  bool supports_audio() const;
+  // An image file (JPEG, PNG, BMP, GIF, WebP) or its bytes -> 256 soft tokens, preprocessed at
+  // size x size (256, 512 or 768). Throws g3n::Error naming the file and the problem.
+  MediaEmbedding encode_image_file(const std::string& path, int64_t size = 768) const;
+  MediaEmbedding encode_image(const void* data, size_t size, const std::string& name, int64_t image_size = 768) const;
+  // Planar RGB float pixels [3, height, width] in [0, 1], as the image processor makes them.
+  MediaEmbedding encode_pixels(const float* pixels, int64_t height, int64_t width, const std::string& name) const;
+  // An audio file (WAV, FLAC, OGG, MP3, ...) or its bytes -> the clip's soft tokens. The model hears at
+  // most 30 s per clip: longer input is refused here (split it with encode_audio_file_windows).
+  MediaEmbedding encode_audio_file(const std::string& path) const;
+  MediaEmbedding encode_audio(const void* data, size_t size, const std::string& name) const;
+  // Mono float samples at 16 kHz (at most 30 s).
+  MediaEmbedding encode_audio_samples(std::span<const float> samples, const std::string& name) const;
+  // A recording of any length (up to max_seconds): cut into windows of at most 30 s at quiet points
+  // (media/audio_split.h), one embedding per window, in order.
+  std::vector<MediaEmbedding> encode_audio_file_windows(const std::string& path, double max_seconds = 600) const;
 
  private:
   Model();
@@ -114,6 +148,12 @@ class Session {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Puts the media's rows at the placeholder positions of `ids`: the image_token_id positions take the
+// images' rows in order, the audio_token_id positions the clips' rows, as the reference scatters them.
+// The number of placeholder positions must equal the rows given, kind by kind (g3n::Error otherwise).
+PromptEmbeddings place_media(const Model& model, std::span<const int32_t> ids,
+                             const std::vector<const MediaEmbedding*>& media);
 
 int32_t argmax(const float* logits, int64_t n);
 

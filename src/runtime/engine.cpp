@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -20,21 +22,20 @@
 #include "tokenizer/gguf_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "model/weights.h"
+#include "runtime/model_impl.h"
 
 namespace g3n {
 
-struct Model::Impl {
-  // Own the mappings (and converted tensors) every TensorView points into.
-  std::unique_ptr<TensorStore> store;
-  std::unique_ptr<GgufFile> gguf;
-  std::unique_ptr<WeightSource> source;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::string path;
-  std::unique_ptr<TextDecoder> decoder;
-  std::unique_ptr<ThreadPool> pool;
-};
 
 namespace {
+
+std::string read_file_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("cannot read ", path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 // The PLE table is read one row per token: tell the kernel not to read ahead or map neighbouring
 // pages, so only the rows actually used become resident.
@@ -113,6 +114,14 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   } else {
     fail("model path ", path, " is neither a checkpoint directory nor a GGUF file");
   }
+  std::string config_json, preprocessor_json;
+  if (impl.store) {
+    config_json = read_file_text((fs::path(path) / "config.json").string());
+    const fs::path pre = fs::path(path) / "preprocessor_config.json";
+    if (fs::exists(pre, ec)) preprocessor_json = read_file_text(pre.string());
+  }
+  impl.media = std::make_unique<MediaEncoders>(config, std::move(config_json), *impl.source,
+                                               std::move(preprocessor_json), path);
   TextWeights weights = load_text_weights(config, *impl.source);
   impl.decoder = std::make_unique<TextDecoder>(std::move(config), std::move(weights));
   impl.pool = std::make_unique<ThreadPool>(options.threads);

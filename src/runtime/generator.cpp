@@ -31,7 +31,7 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const Gene
     fail("the prompt has ", r.prompt_tokens, " tokens; the model's context is ", context, " tokens");
 
   const auto t0 = clock::now();
-  const std::vector<float>* logits = &session.sync(req.prompt);
+  const std::vector<float>* logits = &session.sync(req.prompt, req.media);
   r.reused_tokens = session.reused_tokens();
   r.prefill_seconds = seconds_since(t0);
 

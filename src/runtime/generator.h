@@ -19,6 +19,7 @@ struct GenerateRequest {
   int64_t max_new_tokens = 256;
   std::vector<int32_t> stop_ids = {1, 106};  // <eos>, <end_of_turn>
   std::vector<std::string> stop_strings;
+  const PromptEmbeddings* media = nullptr;  // soft tokens of images / audio in the prompt (place_media)
 };
 
 struct GenerateResult {

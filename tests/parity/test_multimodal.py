@@ -1,0 +1,282 @@
+"""End to end: images and audio through the decoder, g3n vs transformers' Gemma3nForConditionalGeneration.
+
+A small random Gemma3nForConditionalGeneration with a reduced MobileNet-V5 (timm block args, every block kind)
+and a reduced USM audio tower (every audio parameter randomised), saved with save_pretrained. The prompt
+holds <image_soft_token> / <audio_soft_token> runs exactly as Gemma3nProcessor expands them; g3n gets the
+image and audio *files* (`--image`, `--audio`: decoding, preprocessing, feature extraction, encoders,
+embedders, placement) and the reference gets what its processor makes of the same files:
+  - pixels: 256 x 256 PNGs at --image-size 256 (the resize is then the identity on both sides);
+  - audio: float32 16 kHz WAVs, features from Gemma3nAudioFeatureExtractor with a float64 FFT (see
+    test_audio.py: NumPy 2 computes the reference's FFT in float32 for float32 input).
+Compared: logits of every position (max |diff| <= 1e-3) and greedy continuations (identical).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gemma3n_models as gm
+from g3n_harness import check_ok
+
+TOL_LOGITS = 1e-3
+N_GREEDY = 8
+
+# Small vocabulary with the multimodal ranges moved down (vision ids 256.., audio ids 384..), as test_audio.py.
+TEXT = dict(vocab_size=512, vocab_size_per_layer_input=256, num_hidden_layers=4,
+            layer_types=[gm.S, gm.F, gm.S, gm.F], num_kv_shared_layers=2, hidden_size=64, intermediate_size=128,
+            activation_sparsity_pattern=[0.95, 0.0, 0.0, 0.0], sliding_window=64)
+TOKENS = dict(boi_token_id=250, eoi_token_id=256, image_token_id=257, boa_token_id=251, eoa_token_id=384,
+              audio_token_id=385)
+IMAGE_TOKENS, AUDIO_TOKENS = 256, 188
+
+
+@torch.no_grad()
+def _randomise_audio_(model, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if "audio_tower" not in name:
+            continue
+        if name.endswith("per_dim_scale"):
+            v = 0.5 * torch.randn(p.shape, generator=g)
+        elif p.ndim == 1:
+            v = 1.0 + 0.2 * torch.randn(p.shape, generator=g)
+        else:
+            v = torch.randn(p.shape, generator=g) / math.sqrt(int(np.prod(p.shape[1:])))
+        p.copy_(v)
+
+
+@torch.no_grad()
+def _randomise_vision_(model, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if "vision_tower" not in name and "embed_vision" not in name:
+            continue
+        if name.endswith("gamma"):
+            v = 0.3 + 0.9 * torch.rand(p.shape, generator=g)
+        elif p.ndim == 1 and ("bn" in name or "norm" in name):
+            v = 1.0 + 0.2 * torch.randn(p.shape, generator=g)
+        elif p.ndim == 1:
+            v = 0.1 * torch.randn(p.shape, generator=g)
+        else:
+            v = torch.randn(p.shape, generator=g) / math.sqrt(int(np.prod(p.shape[1:])))
+        p.copy_(v)
+
+
+class MultimodalCase:
+    def __init__(self, root: Path):
+        from transformers import Gemma3nAudioConfig, Gemma3nConfig, Gemma3nTextConfig, Gemma3nVisionConfig
+
+        spec = gm.ModelSpec(name="mm", seed=0, text=TEXT, prompts=(), multimodal=True)
+        tc = Gemma3nTextConfig(**gm.text_config_kwargs(spec))
+        vc = Gemma3nVisionConfig(model_args={"block_args": gm._tiny_vision_block_args(), "stem_size": 8},
+                                 vocab_offset=256)
+        ac = Gemma3nAudioConfig(vocab_offset=384, hidden_size=64, conf_num_attention_heads=4,
+                                conf_num_hidden_layers=2, sscp_conv_channel_size=[16, 8])
+        cfg = Gemma3nConfig(text_config=tc, vision_config=vc, audio_config=ac, **TOKENS)
+        torch.manual_seed(0)
+        self.model = gm.instantiate(cfg)
+        gm.randomise_(self.model, 77)
+        _randomise_vision_(self.model, 78)
+        _randomise_audio_(self.model, 79)
+        self.model.eval()
+        self.dir = root / "mm"
+        self.model.save_pretrained(self.dir, safe_serialization=True)
+
+    @torch.no_grad()
+    def inputs(self, ids, images, audios):
+        kw = {"input_ids": torch.tensor([ids])}
+        if images:
+            kw["pixel_values"] = torch.from_numpy(np.stack([reference_pixels(p) for p in images]))
+        if audios:
+            feats, masks = zip(*(reference_features(p) for p in audios))
+            n = max(f.shape[0] for f in feats)
+            f = np.zeros((len(feats), n, feats[0].shape[1]), np.float32)
+            m = np.zeros((len(feats), n), bool)
+            for i, (a, b) in enumerate(zip(feats, masks)):
+                f[i, : a.shape[0]], m[i, : b.shape[0]] = a, b
+            kw["input_features"], kw["input_features_mask"] = torch.from_numpy(f), torch.from_numpy(m)
+        return kw
+
+    @torch.no_grad()
+    def logits(self, ids, images=(), audios=()) -> np.ndarray:
+        return self.model(**self.inputs(ids, images, audios), use_cache=False).logits[0].double().numpy()
+
+    @torch.no_grad()
+    def greedy(self, ids, images=(), audios=(), n=N_GREEDY) -> list[int]:
+        out = self.model.generate(**self.inputs(ids, images, audios), max_new_tokens=n, do_sample=False,
+                                  min_new_tokens=n, pad_token_id=0, eos_token_id=None)
+        return out[0, len(ids):].tolist()
+
+
+def reference_pixels(path: Path) -> np.ndarray:
+    """The processor at 256 on a 256 x 256 image: the resize is the identity, so pixels = u8 / 255 (float32)."""
+    from PIL import Image
+
+    a = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) * np.float32(1 / 255)
+    return np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def reference_features(path: Path):
+    from transformers import Gemma3nAudioFeatureExtractor
+
+    from test_audio import float64_rfft, read_wav
+
+    rate, x = read_wav(path)
+    assert rate == 16000
+    x = x[:, 0]
+    with float64_rfft():
+        out = Gemma3nAudioFeatureExtractor()(x, return_tensors="np", padding="longest")
+    return out["input_features"][0].astype(np.float32), out["input_features_mask"][0].astype(bool)
+
+
+def write_png(path: Path, seed: int) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:256, 0:256]
+    img = np.stack([(xx + yy) % 256, (3 * xx) % 256, rng.integers(0, 256, (256, 256))], -1).astype(np.uint8)
+    Image.fromarray(img).save(path)
+    return path
+
+
+def write_wav(path: Path, seconds: float, seed: int) -> Path:
+    from test_audio import write_wav_f32
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    x = 0.3 * np.sin(2 * np.pi * (200 + 600 * t) * t) + 0.05 * rng.standard_normal(t.size)
+    return write_wav_f32(path, x.astype(np.float32), 16000)
+
+
+def image_run() -> list[int]:
+    return [TOKENS["boi_token_id"]] + [TOKENS["image_token_id"]] * IMAGE_TOKENS + [TOKENS["eoi_token_id"]]
+
+
+def audio_run() -> list[int]:
+    return [TOKENS["boa_token_id"]] + [TOKENS["audio_token_id"]] * AUDIO_TOKENS + [TOKENS["eoa_token_id"]]
+
+
+@pytest.fixture(scope="module")
+def mm(tmp_path_factory, _torch_threads):
+    if not gm.timm_usable():
+        pytest.skip("timm is not importable: no MobileNet-V5 reference")
+    return MultimodalCase(tmp_path_factory.mktemp("multimodal"))
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mm_media")
+    return {
+        "img_a": write_png(d / "a.png", 1),
+        "img_b": write_png(d / "b.png", 2),
+        "clip_7s": write_wav(d / "clip7.wav", 7.3, 3),
+        "clip_1s": write_wav(d / "clip1.wav", 1.0, 4),
+    }
+
+
+def media_args(images, audios) -> list:
+    args = []
+    for p in images:
+        args += ["--image", p]
+    for p in audios:
+        args += ["--audio", p]
+    return args + (["--image-size", "256"] if images else [])
+
+
+CASES = {
+    # a chat turn: <bos><start_of_turn>user\n [image] text [audio] text <end_of_turn>\n<start_of_turn>model\n
+    "image+audio": (lambda: [2, 105, 30, 31] + image_run() + [40, 41] + audio_run() + [42, 106, 107, 105, 50, 51],
+                    ["img_a"], ["clip_7s"]),
+    "two images": (lambda: [2, 105, 30] + image_run() + [33] + image_run() + [34, 106, 105, 50], ["img_a", "img_b"], []),
+    "short clip (padded tokens)": (lambda: [2, 105, 30] + audio_run() + [35, 36, 106, 105, 50], [], ["clip_1s"]),
+    "audio then image": (lambda: [2, 105] + audio_run() + [37] + image_run() + [38, 106, 105, 50], ["img_b"], ["clip_1s"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_match_the_reference(g3n, mm, media, tmp_path, record, case):
+    make_ids, images, audios = CASES[case]
+    ids = make_ids()
+    images = [media[k] for k in images]
+    audios = [media[k] for k in audios]
+    ref = mm.logits(ids, images, audios)
+    out = tmp_path / "logits.npy"
+    p = g3n.run("score", "-m", mm.dir, "--ids", ",".join(map(str, ids)), "--out", out, *media_args(images, audios))
+    check_ok(p, f"score {case}")
+    got = np.load(out).astype(np.float64)
+    assert got.shape == ref.shape
+    err = float(np.abs(got - ref).max())
+    top1 = float((got.argmax(-1) == ref.argmax(-1)).mean())
+    # The media matter: without them (placeholders embedded as plain ids) the logits move far beyond the tolerance.
+    assert np.abs(mm.logits(ids) - ref).max() > 100 * TOL_LOGITS
+    ok = err <= TOL_LOGITS and top1 == 1.0
+    record("multimodal", f"logits {case} ({len(ids)} positions)", f"max|d|={err:.1e} top1={top1:.3f}", ok)
+    assert ok, f"{case}: max |diff| {err:.3g} (tolerance {TOL_LOGITS}), top-1 agreement {top1}"
+
+
+@pytest.mark.parametrize("case", ["image+audio", "two images"])
+def test_greedy_matches_the_reference(g3n, mm, media, record, case):
+    make_ids, images, audios = CASES[case]
+    ids = make_ids()
+    images = [media[k] for k in images]
+    audios = [media[k] for k in audios]
+    ref = mm.greedy(ids, images, audios)
+    p = g3n.run("generate", "-m", mm.dir, "--ids", ",".join(map(str, ids)), "-n", str(N_GREEDY),
+                *media_args(images, audios))
+    check_ok(p, f"generate {case}")
+    got = [int(t) for t in p.stdout.split()]
+    record("multimodal", f"greedy {case}", f"{N_GREEDY} tokens {'equal' if got == ref else 'DIFFER'}", got == ref)
+    assert got == ref, f"g3n {got} vs reference {ref}"
+
+
+def test_plain_and_chunked_paths_agree(g3n, mm, media, tmp_path):
+    """The exact shortcuts (prefill skipping KV-shared layers, sparse FFN) and chunked prefill, with media."""
+    make_ids, images, audios = CASES["image+audio"]
+    ids = ",".join(map(str, make_ids()))
+    args = media_args([media[k] for k in images], [media[k] for k in audios])
+    outs = []
+    for extra in ([], ["--plain"], ["--chunk", "37"]):
+        out = tmp_path / f"l{len(outs)}.npy"
+        check_ok(g3n.run("score", "-m", mm.dir, "--ids", ids, "--out", out, *args, *extra), f"score {extra}")
+        outs.append(np.load(out))
+    assert np.abs(outs[0] - outs[1]).max() < 1e-4
+    assert np.abs(outs[0] - outs[2]).max() < 1e-4
+
+
+@pytest.mark.badinput
+def test_placeholder_count_mismatch_is_an_error(g3n, mm, media, tmp_path):
+    ids = [2, 105] + image_run()[:-10] + [106]
+    p = g3n.run("score", "-m", mm.dir, "--ids", ",".join(map(str, ids)), "--out", tmp_path / "x.npy",
+                *media_args([media["img_a"]], []))
+    assert p.returncode == 1, p.stderr
+    assert "image soft-token positions" in p.stderr and "1 image with 256 soft tokens" in p.stderr, p.stderr
+    assert not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.badinput
+def test_media_on_a_text_only_model_is_an_error(g3n, tmp_path, media):
+    d = tmp_path / "tiny"
+    check_ok(g3n.run("make-random", "--preset", "tiny", "--out", d), "make-random")
+    p = g3n.run("score", "-m", d, "--ids", "2,105", "--out", tmp_path / "x.npy", "--image", media["img_a"])
+    assert p.returncode == 1 and "has no vision tower" in p.stderr, p.stderr
+    p = g3n.run("score", "-m", d, "--ids", "2,105", "--out", tmp_path / "x.npy", "--audio", media["clip_1s"])
+    assert p.returncode == 1 and "has no audio tower" in p.stderr, p.stderr
+
+
+@pytest.mark.badinput
+def test_bad_media_files_are_errors(g3n, mm, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    ids = ",".join(map(str, [2] + image_run()))
+    p = g3n.run("score", "-m", mm.dir, "--ids", ids, "--out", tmp_path / "x.npy", "--image", bad)
+    assert p.returncode == 1 and "bad.png" in p.stderr, p.stderr
+    wav = tmp_path / "bad.wav"
+    wav.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt ")
+    p = g3n.run("score", "-m", mm.dir, "--ids", ",".join(map(str, [2] + audio_run())), "--out", tmp_path / "y.npy",
+                "--audio", wav)
+    assert p.returncode == 1 and "bad.wav" in p.stderr, p.stderr
