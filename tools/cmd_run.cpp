@@ -45,7 +45,7 @@ struct TextArgs {
     cmd->add_option("-s,--system", system, "System prompt");
     cmd->add_option("-n,--max-new-tokens", max_new_tokens, "Most tokens to generate per answer")
         ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
-    cmd->add_option("--stop", stop, "Stop string (repeatable)");
+    cmd->add_option("--stop", stop, "Stop string (repeatable)")->allow_extra_args(false);
     media.add_to(cmd);
     cmd->add_option("--temperature", temperature, "Sampling temperature (0: greedy)");
     cmd->add_option("--top-k", top_k, "Keep the k most likely tokens (0: off)");

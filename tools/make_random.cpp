@@ -3,6 +3,10 @@
 #include "commands.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,7 +17,10 @@
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "formats/safetensors_writer.h"
+#include "model/audio_encoder.h"
 #include "model/config.h"
+#include "model/vision_encoder.h"
+#include "model/weight_source.h"
 #include "tokenizer/synthetic_vocab.h"
 
 namespace g3n::tools {
@@ -96,7 +103,7 @@ struct Planned {
   Fill fill;
 };
 
-std::vector<Planned> plan_tensors(const TextConfig& c, DType dtype) {
+std::vector<Planned> plan_tensors(const TextConfig& c, DType dtype, const std::string& m) {
   std::vector<Planned> t;
   const int64_t D = c.hidden_size, P = c.hidden_size_per_layer_input, L = c.num_hidden_layers;
   const int64_t K = c.altup_num_inputs, Dh = c.head_dim;
@@ -104,7 +111,6 @@ std::vector<Planned> plan_tensors(const TextConfig& c, DType dtype) {
     t.push_back({{name, dtype, {out, in}}, {0.0f, 1.0f / std::sqrt(float(in))}});
   };
   auto norm = [&](const std::string& name, int64_t n) { t.push_back({{name, dtype, {n}}, {1.0f, 0.1f}}); };
-  const std::string m = "model.";
   t.push_back({{m + "embed_tokens.weight", dtype, {c.vocab_size, D}}, {0.0f, 1.0f / std::sqrt(float(D))}});
   t.push_back({{m + "embed_tokens_per_layer.weight", dtype, {c.vocab_size_per_layer_input, L * P}}, {0.0f, 0.1f}});
   linear(m + "per_layer_model_projection.weight", L * P, D);
@@ -145,6 +151,118 @@ std::vector<Planned> plan_tensors(const TextConfig& c, DType dtype) {
   return t;
 }
 
+// A weight source that answers every tensor the loaders ask for with a zero tensor of the shape they
+// expect, and remembers the requests: running the vision and audio encoders' own loaders over it yields
+// the exact list of tower tensors (names and shapes) a checkpoint must hold, with no second copy of
+// that knowledge here. Memory comes from calloc (untouched pages cost nothing).
+class PlanningSource : public WeightSource {
+ public:
+  const TensorView* find(const std::string& name) const override {
+    if (auto it = made_.find(name); it != made_.end()) return &it->second.view;
+    // Existence probes (which naming layout is this?): say yes to the released layout only.
+    static const TensorView probe{DType::F32, {1}, &probe_value_};
+    return name.rfind("model.", 0) == 0 ? &probe : nullptr;
+  }
+  const TensorView* find_as(const std::string& name, const std::vector<int64_t>& shape) const override {
+    if (auto it = made_.find(name); it != made_.end()) return &it->second.view;
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    Made m;
+    m.buffer.reset(static_cast<float*>(std::calloc(size_t(std::max<int64_t>(n, 1)), sizeof(float))));
+    if (!m.buffer) fail("out of memory planning tensor ", name);
+    m.view = TensorView{DType::F32, shape, m.buffer.get()};
+    order_.push_back(name);
+    return &made_.emplace(name, std::move(m)).first->second.view;
+  }
+  std::vector<std::pair<std::string, std::vector<int64_t>>> requested() const {
+    std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+    for (const auto& n : order_) out.emplace_back(n, made_.at(n).view.shape);
+    return out;
+  }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  struct Made {
+    std::unique_ptr<float, Free> buffer;
+    TensorView view;
+  };
+  mutable std::map<std::string, Made> made_;
+  mutable std::vector<std::string> order_;
+  static inline const float probe_value_ = 0.0f;
+};
+
+// The towers' configs: reduced for the tiny preset (a 4-stage MobileNet-V5 with 8 channels and every block
+// kind; a 2-block, 64-wide Conformer), the released ones otherwise.
+void add_tower_configs(json& c, bool tiny) {
+  json vision = {{"model_type", "gemma3n_vision"}, {"architecture", "mobilenetv5_300m_enc"}, {"hidden_size", 2048},
+                 {"vocab_size", 128}, {"vocab_offset", 262144}, {"rms_norm_eps", 1e-6}, {"do_pooling", false}};
+  json audio = {{"model_type", "gemma3n_audio"}, {"vocab_size", 128}, {"vocab_offset", 262272}};
+  if (tiny) {
+    auto er = [](int stride) {
+      return json{{"block_type", "er"}, {"out_chs", 8}, {"stride", stride}, {"act_layer", nullptr},
+                  {"exp_kernel_size", 3}, {"pw_kernel_size", 1}, {"exp_ratio", 1.0}, {"force_in_chs", 0},
+                  {"se_ratio", 0.0}, {"noskip", false}};
+    };
+    auto uir = [](int stride, int start, int mid) {
+      return json{{"block_type", "uir"}, {"out_chs", 8}, {"stride", stride}, {"act_layer", nullptr},
+                  {"dw_kernel_size_start", start}, {"dw_kernel_size_mid", mid}, {"dw_kernel_size_end", 0},
+                  {"exp_ratio", 1.0}, {"se_ratio", 0.0}, {"noskip", false}};
+    };
+    const json mqa = {{"block_type", "mqa"}, {"out_chs", 8}, {"stride", 1}, {"act_layer", nullptr},
+                      {"dw_kernel_size", 3}, {"num_heads", 1}, {"key_dim", 8}, {"value_dim", 8}, {"kv_stride", 1},
+                      {"noskip", false}};
+    vision["model_args"] = {{"block_args", json::array({json::array({er(2)}), json::array({uir(2, 3, 5)}),
+                                                         json::array({uir(1, 0, 0), mqa, uir(1, 0, 0)}),
+                                                         json::array({uir(2, 3, 5)})})},
+                            {"stem_size", 8}};
+    audio.update({{"hidden_size", 64}, {"conf_num_attention_heads", 4}, {"conf_num_hidden_layers", 2},
+                  {"sscp_conv_channel_size", {16, 8}}});
+  }
+  json text = c;
+  text.erase("architectures");
+  c = json{{"model_type", "gemma3n"}, {"architectures", {"Gemma3nForConditionalGeneration"}},
+           {"text_config", text}, {"vision_config", vision}, {"audio_config", audio},
+           {"audio_soft_tokens_per_image", 188}, {"vision_soft_tokens_per_image", 256},
+           {"boi_token_id", 255999}, {"eoi_token_id", 262144}, {"image_token_id", 262145},
+           {"boa_token_id", 256000}, {"eoa_token_id", 262272}, {"audio_token_id", 262273},
+           {"initializer_range", 0.02}, {"tie_word_embeddings", true}};
+}
+
+// How a tower tensor is filled, from its name and shape (what the parity tests' randomisers do): norms
+// around 1, layer-scale gammas in [0.3, 1.2], biases and per-dim scales small, weights N(0, 1/fan_in).
+Fill tower_fill(const std::string& name, const std::vector<int64_t>& shape) {
+  auto ends = [&](const char* s) {
+    const size_t n = std::strlen(s);
+    return name.size() >= n && name.compare(name.size() - n, n, s) == 0;
+  };
+  if (ends("gamma")) return {0.75f, 0.26f};
+  if (ends("per_dim_scale")) return {0.0f, 0.5f};
+  if (shape.size() == 1)
+    return (name.find("norm") != std::string::npos || name.find(".bn.") != std::string::npos) ? Fill{1.0f, 0.2f}
+                                                                                              : Fill{0.0f, 0.1f};
+  int64_t fan_in = 1;
+  for (size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
+  return {0.0f, 1.0f / std::sqrt(float(std::max<int64_t>(fan_in, 1)))};
+}
+
+std::vector<Planned> plan_towers(const std::string& config_text, DType dtype) {
+  const ModelConfig config = parse_config(config_text);
+  PlanningSource planner;
+  const VisionEncoder vision(config, parse_vision_arch(config_text), planner);
+  const AudioEncoder audio(AudioEncoderConfig::from_json(config_text), planner);
+  // The hard-token halves of the embedders (read by the text decoder's loader).
+  for (const auto& [name, e] : {std::pair<std::string, const MultimodalEmbedderConfig*>{"embed_vision", &config.vision},
+                                {"embed_audio", &config.audio}}) {
+    planner.find_as("model." + name + ".embedding.weight", {e->vocab_size, e->hidden_size});
+    planner.find_as("model." + name + ".hard_embedding_norm.weight", {e->hidden_size});
+  }
+  std::vector<Planned> out;
+  for (const auto& [name, shape] : planner.requested()) out.push_back({{name, dtype, shape}, tower_fill(name, shape)});
+  return out;
+}
+
 // splitmix64: a counter-based generator, so every chunk of every tensor can be filled independently
 // (in parallel) and the result does not depend on the thread count.
 inline uint64_t splitmix64(uint64_t x) {
@@ -166,8 +284,16 @@ void make_random(const MakeRandomOptions& o) {
 
   json config = preset_config(o.preset);
   config["dtype"] = dtype == DType::BF16 ? "bfloat16" : "float32";
+  const bool towers = o.modalities == "all" || (o.modalities.empty() && o.preset == "tiny");
+  if (!o.modalities.empty() && o.modalities != "all" && o.modalities != "text")
+    fail("unknown --modalities '", o.modalities, "' (expected text or all)");
   ModelConfig parsed = parse_config(config.dump());
-  std::vector<Planned> plan = plan_tensors(parsed.text, dtype);
+  std::vector<Planned> plan = plan_tensors(parsed.text, dtype, towers ? "model.language_model." : "model.");
+  if (towers) {
+    add_tower_configs(config, o.preset == "tiny");
+    config["dtype"] = dtype == DType::BF16 ? "bfloat16" : "float32";
+    for (auto& p : plan_towers(config.dump(), dtype)) plan.push_back(std::move(p));
+  }
 
   fs::create_directories(o.out);
   {
@@ -244,6 +370,10 @@ Action register_make_random(CLI::App& app) {
   cmd->add_option("--seed", o->seed, "Random seed");
   cmd->add_option("--dtype", o->dtype, "bf16 | f32")->check(CLI::IsMember({"bf16", "f32"}));
   cmd->add_option("-t,--threads", o->threads, "Worker threads (0: all cores)");
+  cmd->add_option("--modalities", o->modalities,
+                  "text: the language model only; all: also the vision and audio towers (reduced ones for tiny). "
+                  "Default: all for tiny, text for e2b / e4b")
+      ->check(CLI::IsMember({"text", "all"}));
   return [o] {
     make_random(*o);
     return 0;

@@ -12,6 +12,7 @@ struct MakeRandomOptions {
   uint64_t seed = 0;
   std::string dtype = "bf16";   // bf16 | f32
   int threads = 0;
+  std::string modalities;       // "text" | "all" | "" (tiny: all, e2b / e4b: text)
 };
 
 void make_random(const MakeRandomOptions& options);

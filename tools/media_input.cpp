@@ -7,9 +7,12 @@
 namespace g3n::tools {
 
 void MediaArgs::add_to(CLI::App* cmd) {
-  cmd->add_option("--image", images, "Image file (JPEG, PNG, BMP, GIF, WebP); repeatable, in order");
+  // One file per occurrence (a vector option would otherwise swallow the prompt after it).
+  cmd->add_option("--image", images, "Image file (JPEG, PNG, BMP, GIF, WebP); repeatable, in order")
+      ->allow_extra_args(false);
   cmd->add_option("--audio", audios, "Audio file (WAV, FLAC, OGG, MP3, ...); repeatable, in order. Clips over 30 s "
-                                     "are cut at quiet points into clips of at most 30 s");
+                                     "are cut at quiet points into clips of at most 30 s")
+      ->allow_extra_args(false);
   cmd->add_option("--image-size", image_size, "Image resolution the encoder sees: 256, 512 or 768")
       ->check(CLI::IsMember({256, 512, 768}));
   cmd->add_option("--max-audio-seconds", max_audio_seconds, "Longest audio input accepted, in seconds")

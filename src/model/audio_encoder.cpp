@@ -58,7 +58,7 @@ class Registry {
   TensorView matrix(const std::string& name, const std::vector<int64_t>& shape) {
     const TensorView* t = nullptr;
     try {
-      t = source_.find(name);
+      t = source_.find_as(name, shape);
     } catch (const Error& e) {
       problems_.push_back(e.what());
       return {};

@@ -319,7 +319,7 @@ class Registry {
     const std::string full = prefix_ + name;
     const TensorView* t = nullptr;
     try {
-      t = src_.find(full);
+      t = src_.find_as(full, shape);
     } catch (const Error& e) {
       problems_.push_back(e.what());
       return {};

@@ -18,7 +18,7 @@ class Registry {
     const std::string full = prefix_ + name;
     const TensorView* t = nullptr;
     try {
-      t = store_.find(full);
+      t = store_.find_as(full, shape);
     } catch (const Error& e) {
       problems_.push_back(e.what());
       return {};

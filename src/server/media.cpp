@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "server/api_error.h"
 #include "server/json_guard.h"
 
@@ -92,14 +93,23 @@ std::vector<MediaPart> collect_media(const json& messages) {
   return out;
 }
 
-PromptEmbeddings prepare_media(const std::vector<MediaPart>& parts) {
-  // The encoders plug in here (see media.h). Until then: a clear 400 for the first media part.
+std::vector<MediaEmbedding> encode_media(const Model& model, const std::vector<MediaPart>& parts) {
+  std::vector<MediaEmbedding> out;
   for (const MediaPart& p : parts) {
-    if (p.kind == MediaPart::Image)
-      throw ApiError(400, "image input is not available in this build (" + p.param + ")", p.param, "unsupported_media");
-    throw ApiError(400, "audio input is not available in this build (" + p.param + ")", p.param, "unsupported_media");
+    const bool image = p.kind == MediaPart::Image;
+    if (image ? !model.supports_images() : !model.supports_audio())
+      throw ApiError(400,
+                     std::string("this model has no ") + (image ? "vision" : "audio") + " tower, so it cannot take " +
+                         (image ? "images" : "audio") + " (" + p.param + ")",
+                     p.param, "unsupported_media");
+    try {
+      out.push_back(image ? model.encode_image(p.bytes.data(), p.bytes.size(), p.param)
+                          : model.encode_audio(p.bytes.data(), p.bytes.size(), p.param));
+    } catch (const Error& e) {
+      throw ApiError(400, e.what(), p.param, "invalid_media");
+    }
   }
-  return {};
+  return out;
 }
 
 }  // namespace g3n::server

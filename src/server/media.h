@@ -1,17 +1,13 @@
-// Image and audio parts of chat messages: where multimodal input plugs into the server.
+// Image and audio parts of chat messages: where multimodal input enters the server.
 //
 // parse_openai_messages() (tokenizer/chat_template.h) accepts image_url / input_audio parts and
 // render_chat() writes a placeholder token for each. Here every such part is decoded from the request
-// (a data: URI or input_audio's base64 `data`; remote URLs are refused: the server fetches nothing),
-// and then prepare_media() is called. Until the vision and audio encoders land, prepare_media()
-// answers 400 "image input is not available in this build" (or "audio ...").
-//
-// WIRING POINT for the encoders: prepare_media() gets the decoded bytes of every part in prompt
-// order. It should decode them with src/media, run the encoder, expand the placeholders
-// (expand_media_placeholders) and return the PromptEmbeddings (soft-token positions in the tokenized
-// prompt, rows, and a key per position, e.g. a hash of the bytes, so that a slot reuses a cached
-// prefix only when the same media sits at the same place). The server already passes a non-empty
-// result on to sync() (see server.cpp, `media`).
+// (a data: URI or input_audio's base64 `data`; remote URLs are refused: the server fetches nothing), and
+// encode_media() turns the parts into soft tokens with the model's vision / audio towers (images at
+// 768 px; audio clips as the reference hears them: the first 30 s). The chat request then expands the
+// placeholders to the encoded token counts, tokenises, and places the rows (place_media). Each row
+// carries a hash of its media, so a slot reuses a cached prefix only when the same media sits at the
+// same place.
 #pragma once
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -32,7 +28,8 @@ struct MediaPart {
 // for a malformed data URI, invalid base64 or a remote URL.
 std::vector<MediaPart> collect_media(const nlohmann::json& messages);
 
-// Turns the decoded parts into prompt embeddings. Throws ApiError 400 while the encoders are absent.
-PromptEmbeddings prepare_media(const std::vector<MediaPart>& parts);
+// Encodes the decoded parts, in order. Throws ApiError 400 naming the part when the model has no tower
+// for it or the media cannot be decoded (the encoder's message).
+std::vector<MediaEmbedding> encode_media(const Model& model, const std::vector<MediaPart>& parts);
 
 }  // namespace g3n::server

@@ -225,11 +225,26 @@ Job parse_chat_request(const json& body, const ServedModel& model) {
   Job job;
   job.chat = true;
   job.media = collect_media(msgs);
+  std::vector<MediaEmbedding> encoded;
   if (!job.media.empty()) {
-    job.embeddings = prepare_media(job.media);  // 400 until the encoders land (media.h)
-    prompt = expand_media_placeholders(prompt);
+    if (!model.encode_media || !model.model)
+      throw ApiError(400, "this server does not take image or audio input", job.media[0].param, "unsupported_media");
+    encoded = model.encode_media(job.media);
+    int image_tokens = 256, audio_tokens = 188;
+    for (const auto& m : encoded) (m.kind == MediaEmbedding::Kind::Image ? image_tokens : audio_tokens) = int(m.tokens);
+    prompt = expand_media_placeholders(prompt, image_tokens, audio_tokens);
   }
   job.gen.prompt = model.tokenizer->encode(prompt, /*add_bos=*/false);
+  if (!encoded.empty()) {
+    std::vector<const MediaEmbedding*> ptrs;
+    for (const auto& m : encoded) ptrs.push_back(&m);
+    try {
+      job.embeddings = place_media(*model.model, job.gen.prompt, ptrs);
+    } catch (const Error& e) {
+      // The text itself spelled placeholder tokens: their count no longer matches the media.
+      throw ApiError(400, e.what(), "messages", "invalid_value");
+    }
+  }
   finish_job(job, body, model, "messages");
   return job;
 }

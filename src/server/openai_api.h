@@ -2,6 +2,7 @@
 // becomes a Job (tokenized prompt, sampling, limits), checked field by field (ApiError 400 naming the
 // field, 404 for another model); results become completion objects or SSE chunks.
 #pragma once
+#include <functional>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -24,6 +25,9 @@ struct ServedModel {
   SamplingParams defaults;       // generation_config.json (temperature, top_k, top_p, ...)
   const Tokenizer* tokenizer = nullptr;
   int64_t created = 0;           // unix time the server started
+  const Model* model = nullptr;
+  // Encodes a request's images / audio (the server runs it under its compute lock); unset: media refused.
+  std::function<std::vector<MediaEmbedding>(const std::vector<MediaPart>&)> encode_media;
 };
 
 struct Job {
@@ -32,7 +36,7 @@ struct Job {
   bool include_usage = false;    // stream_options.include_usage: one more chunk, choices [] + usage
   GenerateRequest gen;           // prompt, sampling, max_new_tokens, stop ids / strings
   std::vector<MediaPart> media;  // decoded image / audio parts (chat), in prompt order
-  PromptEmbeddings embeddings;   // their soft tokens, once the encoders exist (see media.h)
+  PromptEmbeddings embeddings;   // their soft tokens at the placeholder positions of gen.prompt
 };
 
 // Throw ApiError (400 / 404) for anything the request gets wrong or asks for that g3n cannot do.

@@ -68,6 +68,11 @@ struct Server::Impl {
     served.context = m.config().text.max_position_embeddings;
     served.defaults = opt.defaults;
     served.tokenizer = &m.require_tokenizer();
+    served.model = &m;
+    served.encode_media = [this](const std::vector<MediaPart>& parts) {
+      std::lock_guard<FairMutex> lock(compute);  // the encoders use the model's thread pool
+      return encode_media(model, parts);
+    };
     served.created = unix_now();
     metrics.slots = slots.size();
     const int threads = opt.http_threads > 0 ? opt.http_threads : slots.size() + std::max(0, opt.queue) + 8;

@@ -33,7 +33,8 @@ class G3N:
     threads: int = THREADS
     timeout: float = TIMEOUT
 
-    def run(self, *args: str | os.PathLike, timeout: float | None = None) -> subprocess.CompletedProcess:
+    def run(self, *args: str | os.PathLike, timeout: float | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess:
         cmd = [str(self.path), *map(str, args)]
         try:
             return subprocess.run(
@@ -41,7 +42,7 @@ class G3N:
                 capture_output=True,
                 text=True,
                 timeout=timeout or self.timeout,
-                stdin=subprocess.DEVNULL,
+                **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),
             )
         except subprocess.TimeoutExpired as e:
             pytest.fail(

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 @pytest.fixture(scope="session")
 def tiny(g3n, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "model"
-    p = g3n.run("make-random", "--preset", "tiny", "--out", out, "--seed", "5")
+    p = g3n.run("make-random", "--preset", "tiny", "--modalities", "text", "--out", out, "--seed", "5")
     assert p.returncode == 0, p.stderr
     return out
 

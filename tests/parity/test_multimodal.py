@@ -261,7 +261,7 @@ def test_placeholder_count_mismatch_is_an_error(g3n, mm, media, tmp_path):
 @pytest.mark.badinput
 def test_media_on_a_text_only_model_is_an_error(g3n, tmp_path, media):
     d = tmp_path / "tiny"
-    check_ok(g3n.run("make-random", "--preset", "tiny", "--out", d), "make-random")
+    check_ok(g3n.run("make-random", "--preset", "tiny", "--modalities", "text", "--out", d), "make-random")
     p = g3n.run("score", "-m", d, "--ids", "2,105", "--out", tmp_path / "x.npy", "--image", media["img_a"])
     assert p.returncode == 1 and "has no vision tower" in p.stderr, p.stderr
     p = g3n.run("score", "-m", d, "--ids", "2,105", "--out", tmp_path / "x.npy", "--audio", media["clip_1s"])
@@ -280,3 +280,78 @@ def test_bad_media_files_are_errors(g3n, mm, tmp_path):
     p = g3n.run("score", "-m", mm.dir, "--ids", ",".join(map(str, [2] + audio_run())), "--out", tmp_path / "y.npy",
                 "--audio", wav)
     assert p.returncode == 1 and "bad.wav" in p.stderr, p.stderr
+
+
+# --------------------------------------------------------------------------------------------------------------
+# `g3n make-random --preset tiny`: the no-download checkpoint carries reduced vision and audio towers in the
+# released layout; transformers loads it and agrees with g3n on an image + audio prompt. Then the CLI on it.
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_mm(g3n, tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny_mm") / "tiny"
+    check_ok(g3n.run("make-random", "--preset", "tiny", "--dtype", "f32", "--seed", "9", "--out", d), "make-random")
+    return d
+
+
+def test_make_random_towers_load_in_transformers(g3n, tiny_mm, media, tmp_path, record, _torch_threads):
+    if not gm.timm_usable():
+        pytest.skip("timm is not importable")
+    from transformers import Gemma3nForConditionalGeneration
+
+    model = Gemma3nForConditionalGeneration.from_pretrained(tiny_mm, dtype=torch.float32).eval()
+    c = model.config
+    ids = ([2, 105, 2364, 107, c.boi_token_id] + [c.image_token_id] * IMAGE_TOKENS + [c.eoi_token_id, 1437,
+           c.boa_token_id] + [c.audio_token_id] * AUDIO_TOKENS + [c.eoa_token_id, 106, 107, 105, 4368, 107])
+    kw = {"input_ids": torch.tensor([ids]), "pixel_values": torch.from_numpy(reference_pixels(media["img_a"]))[None]}
+    f, m = reference_features(media["clip_7s"])
+    kw["input_features"], kw["input_features_mask"] = torch.from_numpy(f)[None], torch.from_numpy(m)[None]
+    with torch.no_grad():
+        ref = model(**kw, use_cache=False).logits[0].double().numpy()
+    out = tmp_path / "l.npy"
+    check_ok(g3n.run("score", "-m", tiny_mm, "--ids", ",".join(map(str, ids)), "--out", out,
+                     *media_args([media["img_a"]], [media["clip_7s"]])), "score")
+    got = np.load(out).astype(np.float64)
+    err = float(np.abs(got - ref).max())
+    record("multimodal", "make-random tiny towers vs transformers", f"max|d|={err:.1e}", err <= TOL_LOGITS)
+    assert err <= TOL_LOGITS
+
+
+def test_run_with_image_and_audio(g3n, tiny_mm, media):
+    p = g3n.run("run", "-m", tiny_mm, "--image", media["img_a"], "--audio", media["clip_1s"], "Describe both.",
+                "-n", "6", "--temperature", "0", "-v")
+    check_ok(p, "run --image --audio")
+    assert "256 soft tokens" in p.stderr and "audio tokens" in p.stderr, p.stderr
+    # The same prompt through generate --prompt --chat: the same first greedy token as run's text.
+    g = g3n.run("generate", "-m", tiny_mm, "--prompt", "Describe both.", "--chat", "--image", media["img_a"],
+                "--audio", media["clip_1s"], "-n", "1")
+    check_ok(g, "generate --chat")
+
+
+def test_chat_attaches_media_and_reuses_the_cache(g3n, tiny_mm, media):
+    script = f"/image {media['img_a']}\nWhat is this?\nAnd now?\n/exit\n"
+    p = g3n.run("chat", "-m", tiny_mm, "-n", "3", "--temperature", "0", "-v", input=script)
+    check_ok(p, "chat /image")
+    assert "attached to your next message" in p.stderr
+    reused = [int(x.split("(")[1].split()[0]) for x in p.stderr.splitlines() if "reused from the cache" in x]
+    assert len(reused) == 2 and reused[0] == 0 and reused[1] > IMAGE_TOKENS, p.stderr
+
+
+def test_transcribe_long_audio_in_windows(g3n, tiny_mm, tmp_path):
+    from test_audio import write_wav_f32
+
+    rng = np.random.default_rng(5)
+    x = 0.2 * rng.standard_normal(16000 * 70).astype(np.float32)
+    for a, b in [(23.0, 23.4), (47.5, 47.9)]:
+        x[int(a * 16000): int(b * 16000)] *= 1e-3
+    wav = write_wav_f32(tmp_path / "long.wav", x, 16000)
+    p = g3n.run("transcribe", "-m", tiny_mm, wav, "-n", "3", "-v")
+    check_ok(p, "transcribe")
+    clips = [ln for ln in p.stderr.splitlines() if "] clip " in ln and "/3:" in ln]
+    assert len(clips) == 3, p.stderr
+    assert "[0.00 s - 23." in clips[0] and "[23." in clips[1] and " - 47." in clips[1], clips
+    p = g3n.run("transcribe", "-m", tiny_mm, wav, "--max-audio-seconds", "60")
+    assert p.returncode == 1 and "longer than the limit of 60 s" in p.stderr, p.stderr
+    p = g3n.run("transcribe", "-m", tiny_mm, wav, "--translate-to", "French", "--translation-only", "-n", "2")
+    check_ok(p, "transcribe --translate-to")

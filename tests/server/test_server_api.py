@@ -192,6 +192,49 @@ def test_conversation_reuses_the_cached_prefix(client, model_id):
     assert cached >= first.usage.prompt_tokens - 1, (cached, first.usage)
 
 
+def _media_files(tmp: Path):
+    import struct
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = tmp / "photo.png"
+    Image.fromarray((rng.random((120, 160, 3)) * 255).astype(np.uint8)).save(img)
+    t = np.arange(16000 * 2) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 330 * t)).astype("<f4").tobytes()
+    wav = tmp / "tone.wav"
+    wav.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(x)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 3, 1, 16000,
+                    64000, 4, 32) + b"data" + struct.pack("<I", len(x)) + x)
+    return img, wav
+
+
+def test_image_and_audio_parts_equal_g3n_run(g3n, tiny, client, model_id, tmp_path):
+    import base64
+
+    img, wav = _media_files(tmp_path)
+    expected = cli_answer(g3n, tiny, "What do you see and hear?", "--image", str(img), "--audio", str(wav),
+                          "--temperature", "0", "-n", "6")
+    parts = [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(img.read_bytes()).decode()}},
+             {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav.read_bytes()).decode(), "format": "wav"}},
+             {"type": "text", "text": "What do you see and hear?"}]
+    msgs = [{"role": "user", "content": parts}]
+    r = client.chat.completions.create(model=model_id, messages=msgs, temperature=0, max_tokens=6)
+    assert r.choices[0].message.content == expected
+    assert r.usage.prompt_tokens > 256 + 188
+    # The same media again: the whole prompt but the last token comes from the slot's cache.
+    again = client.chat.completions.create(model=model_id, messages=msgs, temperature=0, max_tokens=6)
+    assert again.choices[0].message.content == expected
+    assert again.usage.prompt_tokens_details.cached_tokens >= r.usage.prompt_tokens - 1
+    # Another image at the same place: the cache is reused only up to the image, never past it.
+    other = tmp_path / "other.png"
+    from PIL import Image
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(other)
+    parts[0] = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(other.read_bytes()).decode()}}
+    third = client.chat.completions.create(model=model_id, messages=msgs, temperature=0, max_tokens=6)
+    assert third.usage.prompt_tokens_details.cached_tokens < 16, third.usage
+
+
 def test_web_page(server):
     status, headers, data = server.request("GET", "/")
     assert status == 200

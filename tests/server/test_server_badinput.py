@@ -111,9 +111,11 @@ def test_images_and_audio(server):
     def user(part):
         return {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, part]}]}
     cases = [
-        ({"type": "image_url", "image_url": {"url": "data:image/png;base64," + png}}, "image input is not available"),
+        ({"type": "image_url", "image_url": {"url": "data:image/png;base64," + png}}, "corrupt PNG"),
         ({"type": "input_audio", "input_audio": {"data": base64.b64encode(b"RIFF0000WAVE").decode(), "format": "wav"}},
-         "audio input is not available"),
+         "not a readable audio file"),
+        ({"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"hello").decode()}},
+         "messages[0].content[1]"),
         ({"type": "image_url", "image_url": {"url": "data:image/png;base64,@@not*base64!!"}}, "base64"),
         ({"type": "image_url", "image_url": {"url": "data:image/png;base64,QUJD="}}, "base64"),
         ({"type": "input_audio", "input_audio": {"data": "%%%", "format": "wav"}}, "base64"),
