@@ -116,10 +116,12 @@ void print_stats(const GenerateResult& r) {
                r.decode_seconds > 0 && n > 1 ? double(n - 1) / r.decode_seconds : 0.0, r.finish_reason.c_str());
 }
 
+// `raw`: the text itself (with <bos>), no chat template: for base (pretrained, not instruction-tuned) models.
 GenerateResult answer(Session& session, const Tokenizer& tok, const TextArgs& a, const std::vector<ChatMessage>& msgs,
-                      const MediaSet& media) {
+                      const MediaSet& media, const std::string* raw = nullptr) {
   GenerateRequest req;
-  req.prompt = tok.encode(media.expand(render_chat(msgs, /*add_generation_prompt=*/true)), /*add_bos=*/false);
+  req.prompt = raw ? tok.encode(media.expand(*raw), /*add_bos=*/true)
+                   : tok.encode(media.expand(render_chat(msgs, /*add_generation_prompt=*/true)), /*add_bos=*/false);
   PromptEmbeddings embeddings;
   if (!media.items.empty()) {
     embeddings = media.place(session.model(), req.prompt);
@@ -164,12 +166,16 @@ std::vector<ChatMessage> with_system(const std::string& system) {
 Action register_run(CLI::App& app) {
   struct Args : TextArgs {
     std::string prompt, messages_file;
+    bool raw = false;
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("run", "Answer one prompt, streaming the text");
   a->add_to(cmd);
   cmd->add_option("prompt", a->prompt, "The user's message");
   cmd->add_option("--messages", a->messages_file, "A JSON file with an OpenAI-style message list to continue");
+  cmd->add_flag("--raw", a->raw,
+                "Continue the prompt text as it is (no chat template; for base models). Media then go where the text "
+                "says <image_soft_token> / <audio_soft_token>");
   return [a] {
     if (a->prompt.empty() == a->messages_file.empty()) fail("give either a prompt or --messages FILE");
     std::vector<ChatMessage> msgs = with_system(a->system);
@@ -188,6 +194,14 @@ Action register_run(CLI::App& app) {
     Loaded l = load(*a);
     MediaSet media;
     media.add(*l.model, a->media, a->verbose);
+    if (a->raw) {
+      if (!a->messages_file.empty() || !a->system.empty()) fail("--raw takes a prompt only (no --messages, --system)");
+      SessionOptions so;
+      so.profile = a->profile;
+      Session session(*l.model, so);
+      answer(session, *l.tokenizer, *a, msgs, media, &a->prompt);
+      return 0;
+    }
     if (a->messages_file.empty()) {
       std::vector<ChatItem> content = media.chat_items();  // the images and clips, then the text
       content.push_back({ChatItem::Text, a->prompt});

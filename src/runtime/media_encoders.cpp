@@ -231,6 +231,10 @@ std::vector<MediaEmbedding> Model::encode_audio_file_windows(const std::string& 
       name += buf;
     }
     out.push_back(encode_audio_samples(std::span<const float>(a.samples).subspan(size_t(w.begin), size_t(w.end - w.begin)), name));
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%s, %d ch, %lld Hz, ", a.format.c_str(), a.source_channels,
+                  (long long)a.source_sample_rate);
+    out.back().description = buf + out.back().description;
     if (i == 0) out.back().encode_seconds += decode_seconds;
   }
   return out;

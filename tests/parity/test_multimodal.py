@@ -355,3 +355,22 @@ def test_transcribe_long_audio_in_windows(g3n, tiny_mm, tmp_path):
     assert p.returncode == 1 and "longer than the limit of 60 s" in p.stderr, p.stderr
     p = g3n.run("transcribe", "-m", tiny_mm, wav, "--translate-to", "French", "--translation-only", "-n", "2")
     check_ok(p, "transcribe --translate-to")
+
+
+def test_matformer_profile_with_image_and_audio(g3n, tiny_mm, media, tmp_path):
+    """A run-time profile with media equals the same profile exported by `g3n slice` (towers carried over), and
+    differs from the whole model."""
+    profile = "skip=4;ffn=128"
+    sliced = tmp_path / "sliced"
+    check_ok(g3n.run("slice", "-m", tiny_mm, "--profile", profile, "--out", sliced), "slice")
+    args = ["--prompt", "Look <image_soft_token> and listen <audio_soft_token>", "--chat",
+            *media_args([media["img_b"]], [media["clip_1s"]])]
+    outs = {}
+    for name, extra in {"runtime": ["-m", tiny_mm, "--profile", profile], "sliced": ["-m", sliced],
+                        "full": ["-m", tiny_mm]}.items():
+        out = tmp_path / f"{name}.npy"
+        check_ok(g3n.run("score", *extra, *args, "--out", out), f"score {name}")
+        outs[name] = np.load(out)
+    assert outs["runtime"].shape[0] > IMAGE_TOKENS + AUDIO_TOKENS
+    assert np.abs(outs["runtime"] - outs["sliced"]).max() <= 1e-5
+    assert np.abs(outs["runtime"] - outs["full"]).max() > 1e-2
