@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "base/error.h"
@@ -16,6 +17,7 @@
 #include "media/audio.h"
 #include "media/mel.h"
 #include "model/audio_encoder.h"
+#include "model/gguf_mmproj.h"
 #include "model/weight_source.h"
 
 namespace g3n::tools {
@@ -87,7 +89,7 @@ Action register_audio_features(CLI::App& app) {
 
 Action register_encode_audio(CLI::App& app) {
   struct Args : AudioArgs {
-    std::string model, prompt_out, dump_dir;
+    std::string model, mmproj, prompt_out, dump_dir;
     int threads = 0;
     int64_t valid_frames = -1;
   };
@@ -96,7 +98,10 @@ Action register_encode_audio(CLI::App& app) {
       "encode-audio", "Write the audio soft tokens of an audio file as float32 .npy [tokens, text hidden] "
                       "(Gemma3nModel.get_audio_features)");
   a->add_to(cmd);
-  cmd->add_option("-m,--model", a->model, "Checkpoint directory (multimodal Gemma 3n)")->required();
+  cmd->add_option("-m,--model", a->model,
+                  "Checkpoint directory (multimodal Gemma 3n); with --mmproj, optionally the text model (directory "
+                  "or GGUF) the projector must fit, whose vocabulary gives the prompt's padding row");
+  cmd->add_option("--mmproj", a->mmproj, "llama.cpp multimodal projector GGUF holding the audio tower");
   cmd->add_option("-t,--threads", a->threads, "Worker threads (0: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_option("--mask-out", a->mask_out, "Also write the token validity as .npy [tokens] (1 = valid)");
   cmd->add_option("--prompt-out", a->prompt_out,
@@ -106,10 +111,26 @@ Action register_encode_audio(CLI::App& app) {
                   "Mark mel frames from this index on as padding (as in a padded batch; for testing)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   return [a] {
-    const fs::path dir(a->model);
-    AudioEncoderConfig config = AudioEncoderConfig::from_json(read_text(dir / "config.json"));
-    const TensorStore store = TensorStore::open_dir(a->model);
-    const auto source = safetensors_source(store);
+    if (a->model.empty() && a->mmproj.empty()) fail("give the model as -m DIR (checkpoint) or --mmproj FILE.gguf");
+    // The weights: a checkpoint directory, or an mmproj (whose text model, when given, must match it).
+    std::optional<MmprojModel> mm;
+    std::optional<TensorStore> store;
+    std::unique_ptr<WeightSource> dir_source;
+    AudioEncoderConfig config;
+    const WeightSource* source = nullptr;
+    if (!a->mmproj.empty()) {
+      mm = load_mmproj(a->mmproj);
+      if (!mm->has_audio) fail(a->mmproj, ": this mmproj has no audio tower (clip.has_audio_encoder)");
+      if (!a->model.empty()) attach_text_model(*mm, read_text_model_sizes(a->model));
+      std::fprintf(stderr, "g3n: %s: %s\n", a->mmproj.c_str(), mm->summary.c_str());
+      config = AudioEncoderConfig::from_json(mm->config_json);
+      source = mm->source.get();
+    } else {
+      config = AudioEncoderConfig::from_json(read_text(fs::path(a->model) / "config.json"));
+      store = TensorStore::open_dir(a->model);
+      dir_source = safetensors_source(*store);
+      source = dir_source.get();
+    }
     const AudioEncoder encoder(config, *source);
 
     const media::MelExtractor mel(a->mel_config(a->model));

@@ -5,7 +5,7 @@
 //   q4: attention and FFN projections Q4_0 (the bulk of the weights); the token embedding (also the
 //       LM head), the PLE table and projection, AltUp / LAuReL / per-layer-input matrices Q8_0 (small,
 //       or read once per token where 4-bit error would show in every logit); vectors F32.
-//   f16: every matrix F16 (a lossless-enough reference for the quantised ones).
+//   f16: every matrix F16 (a lossless-enough reference for the quantised ones); f32: nothing rounded.
 //
 // GGUF is the container because it is the format the ecosystem already has (llama.cpp, Ollama,
 // LM Studio), it is memory-mappable with aligned tensors, and its Q8_0 / Q4_0 blocks are exactly the
@@ -39,7 +39,7 @@
 namespace g3n::tools {
 namespace {
 
-enum class Recipe { Q8, Q4, F16 };
+enum class Recipe { Q8, Q4, F16, F32 };
 
 struct Planned {
   std::string gguf_name;
@@ -61,6 +61,7 @@ int choose_type(Recipe r, const std::string& hf, const std::vector<int64_t>& sha
   if (!matrix) return ggml::F32;
   switch (r) {
     case Recipe::F16: return ggml::F16;
+    case Recipe::F32: return ggml::F32;
     case Recipe::Q8: return ggml::Q8_0;
     case Recipe::Q4: return is_big_projection(hf) ? ggml::Q4_0 : ggml::Q8_0;
   }
@@ -174,7 +175,7 @@ Action register_quantize(CLI::App& app) {
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("quantize", "Write a checkpoint as one quantised GGUF file (llama.cpp's gemma3n layout)");
   cmd->add_option("-m,--model", a->model, "Checkpoint directory")->required();
-  cmd->add_option("--type", a->type, "q8 | q4 | f16")->check(CLI::IsMember({"q8", "q4", "f16"}));
+  cmd->add_option("--type", a->type, "q8 | q4 | f16 | f32")->check(CLI::IsMember({"q8", "q4", "f16", "f32"}));
   cmd->add_option("-o,--out", a->out, "Output .gguf file")->required();
   cmd->add_option("-t,--threads", a->threads, "Worker threads (0: all cores)");
   return [a] {
@@ -186,7 +187,10 @@ Action register_quantize(CLI::App& app) {
     const TensorStore store = TensorStore::open_dir(a->model);
     const auto source = safetensors_source(store);
     const TextWeights weights = load_text_weights(config, *source);  // validates every shape first
-    const Recipe recipe = a->type == "q8" ? Recipe::Q8 : a->type == "q4" ? Recipe::Q4 : Recipe::F16;
+    const Recipe recipe = a->type == "q8"    ? Recipe::Q8
+                          : a->type == "q4"  ? Recipe::Q4
+                          : a->type == "f32" ? Recipe::F32
+                                             : Recipe::F16;
 
     // Plan: every registry tensor under its llama.cpp name; the AltUp projections stacked.
     std::string prefix = store.find("model.language_model.embed_tokens.weight") ? "model.language_model." : "model.";

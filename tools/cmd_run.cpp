@@ -85,6 +85,7 @@ Loaded load(const TextArgs& a) {
   Loaded l;
   LoadOptions o;
   o.threads = a.threads;
+  o.mmproj = a.media.mmproj;
   if (stderr_is_tty() || a.verbose) {
     const bool tty = stderr_is_tty();
     o.progress = [tty](uint64_t done, uint64_t total) {

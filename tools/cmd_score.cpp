@@ -72,6 +72,7 @@ struct ModelArgs {
   std::unique_ptr<Model> load() const {
     LoadOptions opts;
     opts.threads = threads;
+    opts.mmproj = media.mmproj;
     return Model::load(model, opts);
   }
   // The prompt's ids; the media (--image / --audio) are encoded into `set` and fill the placeholders:

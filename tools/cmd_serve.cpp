@@ -33,7 +33,7 @@ std::string default_model_id(const std::string& dir) {
 
 Action register_serve(CLI::App& app) {
   struct Args {
-    std::string model, name;
+    std::string model, name, mmproj;
     int threads = 0;
     server::ServerOptions opt;
     uint64_t max_body = uint64_t(16) << 20;
@@ -52,6 +52,10 @@ Action register_serve(CLI::App& app) {
       ->check(CLI::Range(uint64_t(1024), uint64_t(1) << 32));
   cmd->add_option("--name", a->name, "Model id that /v1/models lists and requests name (default: the directory name)");
   cmd->add_option("-t,--threads", a->threads, "Worker threads (0: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--mmproj", a->mmproj, "llama.cpp mmproj GGUF with the vision / audio towers (for a GGUF model)");
+  cmd->add_option("--max-audio-seconds", a->opt.max_audio_seconds,
+                  "Longest recording /v1/audio/transcriptions and /translations accept (cut into 30 s clips)")
+      ->check(CLI::Range(1.0, 86400.0));
   return [a] {
     server::ServerOptions opt = a->opt;
     opt.max_body_bytes = size_t(a->max_body);
@@ -76,6 +80,7 @@ Action register_serve(CLI::App& app) {
     const auto t0 = std::chrono::steady_clock::now();
     LoadOptions lo;
     lo.threads = a->threads;
+    lo.mmproj = a->mmproj;
     std::unique_ptr<Model> model = Model::load(a->model, lo);
     model->require_tokenizer();
     server::Server srv(*model, opt);

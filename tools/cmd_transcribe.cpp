@@ -9,32 +9,11 @@
 #include "commands.h"
 #include "g3n/engine.h"
 #include "runtime/generator.h"
+#include "runtime/transcribe.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace g3n::tools {
-namespace {
-
-const char* kNumberRules =
-    "Follow these specific instructions for formatting the answer:\n"
-    "* Only output the transcription, with no newlines.\n"
-    "* When transcribing numbers, write the digits, i.e. write 1.7 and not one point seven, and write 3 instead of "
-    "three.";
-
-// The instruction for one clip: automatic speech recognition, or (with a target language) speech
-// translation in the chain-of-thought form (transcribe, then translate).
-std::string transcription_prompt(const std::string& language, const std::string& target) {
-  if (!target.empty()) {
-    const std::string src = language.empty() ? std::string("its original language") : language;
-    return "Transcribe the following speech segment in " + src + ", then translate it into " + target +
-           ".\n\nWhen formatting the answer, first output the transcription in " + src +
-           ", then one newline, then output the string '" + target + ": ', then the translation in " + target + ".";
-  }
-  if (language.empty()) return std::string("Transcribe the following speech segment in its original language.\n\n") + kNumberRules;
-  return "Transcribe the following speech segment in " + language + " into " + language + " text.\n\n" + kNumberRules;
-}
-
-}  // namespace
 
 Action register_transcribe(CLI::App& app) {
   struct Args {
@@ -44,7 +23,7 @@ Action register_transcribe(CLI::App& app) {
     double max_audio_seconds = 3600;
     float temperature = 0.0f;
     bool verbose = false, translation_only = false;
-    std::string profile;
+    std::string profile, format = "text", mmproj;
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("transcribe", "Speech to text (and speech translation) with a Gemma 3n checkpoint");
@@ -63,42 +42,46 @@ Action register_transcribe(CLI::App& app) {
   cmd->add_option("--temperature", a->temperature, "Sampling temperature (default 0: greedy)")
       ->check(CLI::Range(0.0, 10.0));
   cmd->add_option("--profile", a->profile, "MatFormer profile of the text decoder");
+  cmd->add_option("--mmproj", a->mmproj, "llama.cpp mmproj GGUF with the audio tower (for a GGUF model)");
   cmd->add_flag("-v,--verbose", a->verbose, "Print clip boundaries, encode and decode times");
+  cmd->add_option("-f,--format", a->format, "text (streamed), srt or vtt (one cue per clip, printed at the end)")
+      ->check(CLI::IsMember({"text", "srt", "vtt"}));
   return [a] {
     if (a->translation_only && a->target.empty()) fail("--translation-only needs --translate-to LANGUAGE");
     LoadOptions lo;
     lo.threads = a->threads;
+    lo.mmproj = a->mmproj;
     auto model = Model::load(a->model, lo);
     const Tokenizer& tok = model->require_tokenizer();
     if (!model->supports_audio())
       fail(a->model, " has no audio tower: transcription needs a multimodal Gemma 3n checkpoint");
     const std::vector<MediaEmbedding> clips = model->encode_audio_file_windows(a->audio, a->max_audio_seconds);
-    const std::string instruction = a->prompt.empty() ? transcription_prompt(a->language, a->target) : a->prompt;
+    TranscribeOptions to;
+    to.language = a->language;
+    to.translate_to = a->target;
+    to.prompt = a->prompt;
+    to.max_new_tokens = a->max_new_tokens;
+    to.temperature = a->temperature;
     SessionOptions so;
     so.profile = a->profile;
     Session session(*model, so);
+    const bool stream = a->format == "text";
     const std::string marker = a->target + ": ";
+    std::vector<TranscriptSegment> segments;
     for (size_t i = 0; i < clips.size(); ++i) {
       const MediaEmbedding& clip = clips[i];
       if (a->verbose)
         std::fprintf(stderr, "[g3n] clip %zu/%zu: %s (%s, encoded in %.2f s)\n", i + 1, clips.size(),
                      clip.source.c_str(), clip.description.c_str(), clip.encode_seconds);
-      const std::string text = render_chat({{"user", {{ChatItem::Audio, clip.source}, {ChatItem::Text, instruction}}}},
-                                           /*add_generation_prompt=*/true);
-      GenerateRequest req;
-      req.prompt = tok.encode(expand_media_placeholders(text, 256, int(clip.tokens)), /*add_bos=*/false);
-      const PromptEmbeddings placed = place_media(*model, req.prompt, {&clip});
-      req.media = &placed;
-      req.sampling.temperature = a->temperature;
-      req.sampling.seed = i;
-      req.sampling.vocab_limit = std::min<int64_t>(tok.sentencepiece_size(), 262144);
-      req.max_new_tokens = a->max_new_tokens;
-      req.stop_ids = {tok.eos_id(), tok.end_of_turn_id()};
-      if (i > 0) std::fputc(a->translation_only ? '\n' : ' ', stdout);
+      to.seed = i;
+      PromptEmbeddings placed;
+      const GenerateRequest req = transcription_request(*model, tok, clip, to, placed);
+      if (stream && i > 0) std::fputc(a->translation_only ? '\n' : ' ', stdout);
       // --translation-only: hold the text back until the "<target>: " marker, then stream the rest.
       std::string held;
       bool in_translation = !a->translation_only;
       const GenerateResult r = generate(session, tok, req, [&](const std::string& piece) {
+        if (!stream) return true;
         if (in_translation) {
           std::fwrite(piece.data(), 1, piece.size(), stdout);
         } else {
@@ -112,10 +95,16 @@ Action register_transcribe(CLI::App& app) {
         std::fflush(stdout);
         return true;
       });
-      if (!in_translation) std::fputs(held.c_str(), stdout);  // no marker: print what the model said
+      if (stream && !in_translation) std::fputs(held.c_str(), stdout);  // no marker: print what the model said
+      segments.push_back({clip.offset, clip.offset + clip.duration,
+                          a->translation_only ? translation_part(r.text, a->target) : r.text});
       if (a->verbose)
         std::fprintf(stderr, "\n[g3n] clip %zu: %zu tokens, prefill %.2f s, decode %.2f s, finish %s\n", i + 1,
                      r.tokens.size(), r.prefill_seconds, r.decode_seconds, r.finish_reason.c_str());
+    }
+    if (!stream) {
+      std::fputs(format_transcript(segments, a->format).c_str(), stdout);
+      return 0;
     }
     std::fputc('\n', stdout);
     return 0;

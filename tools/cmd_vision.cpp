@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <optional>
 
 #include "base/error.h"
 #include "base/thread_pool.h"
@@ -14,6 +15,7 @@
 #include "formats/safetensors.h"
 #include "media/image.h"
 #include "model/config.h"
+#include "model/gguf_mmproj.h"
 #include "model/vision_encoder.h"
 
 namespace g3n::tools {
@@ -89,14 +91,17 @@ Action register_preprocess_image(CLI::App& app) {
 
 Action register_encode_image(CLI::App& app) {
   struct Args {
-    std::string model, image, pixels, out, features_out;
+    std::string model, mmproj, image, pixels, out, features_out;
     int64_t size = 768;
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("encode-image",
                                  "Write an image's soft tokens (MobileNet-V5 + embed_vision) as a float32 .npy [256, hidden]");
-  cmd->add_option("-m,--model", a->model, "Checkpoint directory (config.json + safetensors)")->required();
+  cmd->add_option("-m,--model", a->model,
+                  "Checkpoint directory (config.json + safetensors); with --mmproj, optionally the text model "
+                  "(directory or GGUF) the projector must fit");
+  cmd->add_option("--mmproj", a->mmproj, "llama.cpp multimodal projector GGUF holding the vision tower");
   auto* img_opt = cmd->add_option("--image", a->image, "Image file (JPEG, PNG, BMP, GIF)");
   auto* px_opt = cmd->add_option("--pixels", a->pixels, "Preprocessed pixels instead: float32 .npy [3, H, W]");
   img_opt->excludes(px_opt);
@@ -106,11 +111,28 @@ Action register_encode_image(CLI::App& app) {
   cmd->add_option("-t,--threads", a->threads, "Worker threads (0: all cores)")->check(CLI::Range(0, 1024));
   return [a] {
     if (a->image.empty() == a->pixels.empty()) fail("give the input as --image FILE or --pixels FILE.npy");
-    const std::string config_text = read_text(a->model + "/config.json");
+    if (a->model.empty() && a->mmproj.empty()) fail("give the model as -m DIR (checkpoint) or --mmproj FILE.gguf");
+    // The weights: a checkpoint directory, or an mmproj (whose text model, when given, must match it).
+    std::optional<MmprojModel> mm;
+    std::optional<TensorStore> store;
+    std::unique_ptr<WeightSource> dir_source;
+    std::string config_text;
+    const WeightSource* source = nullptr;
+    if (!a->mmproj.empty()) {
+      mm = load_mmproj(a->mmproj);
+      if (!mm->has_vision) fail(a->mmproj, ": this mmproj has no vision tower (clip.has_vision_encoder)");
+      if (!a->model.empty()) attach_text_model(*mm, read_text_model_sizes(a->model));
+      std::fprintf(stderr, "g3n: %s: %s\n", a->mmproj.c_str(), mm->summary.c_str());
+      config_text = mm->config_json;
+      source = mm->source.get();
+    } else {
+      config_text = read_text(a->model + "/config.json");
+      store = TensorStore::open_dir(a->model);
+      dir_source = safetensors_source(*store);
+      source = dir_source.get();
+    }
     const ModelConfig config = parse_config(config_text);
     const VisionArch arch = parse_vision_arch(config_text);
-    const TensorStore store = TensorStore::open_dir(a->model);
-    const auto source = safetensors_source(store);
     const VisionEncoder encoder(config, arch, *source);
 
     std::vector<float> px;

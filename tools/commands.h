@@ -25,6 +25,7 @@ Action register_encode_image(CLI::App& app);
 Action register_preprocess_image(CLI::App& app);
 Action register_audio_features(CLI::App& app);
 Action register_encode_audio(CLI::App& app);
+Action register_video_frames(CLI::App& app);
 Action register_transcribe(CLI::App& app);
 
 // Shared option helpers.

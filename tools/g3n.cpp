@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   add(register_preprocess_image);
   add(register_audio_features);
   add(register_encode_audio);
+  add(register_video_frames);
   add(register_transcribe);
 
   CLI11_PARSE(app, argc, argv);

@@ -194,7 +194,8 @@ class PlanningSource : public WeightSource {
 };
 
 // The towers' configs: reduced for the tiny preset (a 4-stage MobileNet-V5 with 8 channels and every block
-// kind; a 2-block, 64-wide Conformer), the released ones otherwise.
+// kind, each stage opening with a stride-2 block as in the released tower, the structure llama.cpp's
+// mmproj graph assumes; a 2-block, 64-wide Conformer), the released ones otherwise.
 void add_tower_configs(json& c, bool tiny) {
   json vision = {{"model_type", "gemma3n_vision"}, {"architecture", "mobilenetv5_300m_enc"}, {"hidden_size", 2048},
                  {"vocab_size", 128}, {"vocab_offset", 262144}, {"rms_norm_eps", 1e-6}, {"do_pooling", false}};
@@ -214,7 +215,7 @@ void add_tower_configs(json& c, bool tiny) {
                       {"dw_kernel_size", 3}, {"num_heads", 1}, {"key_dim", 8}, {"value_dim", 8}, {"kv_stride", 1},
                       {"noskip", false}};
     vision["model_args"] = {{"block_args", json::array({json::array({er(2)}), json::array({uir(2, 3, 5)}),
-                                                         json::array({uir(1, 0, 0), mqa, uir(1, 0, 0)}),
+                                                         json::array({uir(2, 3, 5), mqa, uir(1, 0, 0)}),
                                                          json::array({uir(2, 3, 5)})})},
                             {"stem_size", 8}};
     audio.update({{"hidden_size", 64}, {"conf_num_attention_heads", 4}, {"conf_num_hidden_layers", 2},
@@ -290,7 +291,9 @@ void make_random(const MakeRandomOptions& o) {
   ModelConfig parsed = parse_config(config.dump());
   std::vector<Planned> plan = plan_tensors(parsed.text, dtype, towers ? "model.language_model." : "model.");
   if (towers) {
-    add_tower_configs(config, o.preset == "tiny");
+    if (!o.towers.empty() && o.towers != "tiny" && o.towers != "real")
+      fail("unknown --towers '", o.towers, "' (expected tiny or real)");
+    add_tower_configs(config, o.towers.empty() ? o.preset == "tiny" : o.towers == "tiny");
     config["dtype"] = dtype == DType::BF16 ? "bfloat16" : "float32";
     for (auto& p : plan_towers(config.dump(), dtype)) plan.push_back(std::move(p));
   }
@@ -374,6 +377,10 @@ Action register_make_random(CLI::App& app) {
                   "text: the language model only; all: also the vision and audio towers (reduced ones for tiny). "
                   "Default: all for tiny, text for e2b / e4b")
       ->check(CLI::IsMember({"text", "all"}));
+  cmd->add_option("--towers", o->towers,
+                  "With the towers: tiny (reduced, fast) or real (MobileNet-V5-300M, the 1536-wide 12-block Conformer). "
+                  "Default: tiny for the tiny preset, real otherwise")
+      ->check(CLI::IsMember({"tiny", "real"}));
   return [o] {
     make_random(*o);
     return 0;

@@ -13,6 +13,7 @@ struct MakeRandomOptions {
   std::string dtype = "bf16";   // bf16 | f32
   int threads = 0;
   std::string modalities;       // "text" | "all" | "" (tiny: all, e2b / e4b: text)
+  std::string towers;           // "tiny" | "real" | "" (tiny preset: tiny, else real)
 };
 
 void make_random(const MakeRandomOptions& options);

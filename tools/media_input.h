@@ -11,15 +11,18 @@
 namespace g3n::tools {
 
 struct MediaArgs {
-  std::vector<std::string> images, audios;
+  std::vector<std::string> images, audios, videos;
+  std::string mmproj;  // llama.cpp mmproj GGUF with the towers, for a GGUF text model
   int64_t image_size = 768;
   double max_audio_seconds = 600;
+  double fps = 1.0;
+  int max_frames = 32;
 
   void add_to(CLI::App* cmd);
-  bool empty() const { return images.empty() && audios.empty(); }
+  bool empty() const { return images.empty() && audios.empty() && videos.empty(); }
 };
 
-// The encoded media of one request or conversation, in prompt order (images, then audio windows).
+// The encoded media of one request or conversation, in prompt order (images, video frames, audio clips).
 struct MediaSet {
   std::vector<MediaEmbedding> items;
 
@@ -28,6 +31,8 @@ struct MediaSet {
   void add(const Model& model, const MediaArgs& args, bool verbose);
   void add_image(const Model& model, const std::string& path, int64_t size, bool verbose);
   void add_audio(const Model& model, const std::string& path, double max_seconds, bool verbose);
+  // A video as frames sampled at `fps` (at most max_frames, spread over the clip), each sent as an image.
+  void add_video(const Model& model, const std::string& path, double fps, int max_frames, int64_t size, bool verbose);
   // One chat item per image / audio clip, in order (placeholders for render_chat).
   std::vector<ChatItem> chat_items(size_t from = 0) const;
   std::vector<const MediaEmbedding*> pointers() const;

@@ -23,6 +23,9 @@ struct LoadOptions {
   int threads = 0;  // 0: one per hardware thread
   // Called with (bytes done, bytes total) while tensors are validated / touched.
   std::function<void(uint64_t, uint64_t)> progress;
+  // A llama.cpp multimodal projector GGUF ("mmproj") with Gemma 3n's vision (and audio) tower, for a
+  // GGUF text model (or any model whose own files lack the towers).
+  std::string mmproj;
 };
 
 // Where a model's memory goes. Resident figures come from mincore() on the mappings.
@@ -49,6 +52,7 @@ struct MediaEmbedding {
   std::string source;        // a file name, or what the caller called it
   std::string description;   // e.g. "JPEG 640x480 -> 768x768" or "WAV 16 kHz, 2 ch, 4.20 s"
   double duration = 0;       // audio: seconds of sound encoded
+  double offset = 0;         // audio: where the clip starts in the recording it was cut from (seconds)
   double encode_seconds = 0; // decoding + preprocessing + encoder time
 };
 
@@ -76,6 +80,9 @@ class Model {
   // size x size (256, 512 or 768). Throws g3n::Error naming the file and the problem.
   MediaEmbedding encode_image_file(const std::string& path, int64_t size = 768) const;
   MediaEmbedding encode_image(const void* data, size_t size, const std::string& name, int64_t image_size = 768) const;
+  // 8-bit RGB pixels, row-major [height, width, 3] (a decoded image or video frame, a NumPy array).
+  MediaEmbedding encode_rgb(const uint8_t* rgb, int64_t width, int64_t height, const std::string& name,
+                            int64_t image_size = 768) const;
   // Planar RGB float pixels [3, height, width] in [0, 1], as the image processor makes them.
   MediaEmbedding encode_pixels(const float* pixels, int64_t height, int64_t width, const std::string& name) const;
   // An audio file (WAV, FLAC, OGG, MP3, ...) or its bytes -> the clip's soft tokens. The model hears at
@@ -87,6 +94,8 @@ class Model {
   // A recording of any length (up to max_seconds): cut into windows of at most 30 s at quiet points
   // (media/audio_split.h), one embedding per window, in order.
   std::vector<MediaEmbedding> encode_audio_file_windows(const std::string& path, double max_seconds = 600) const;
+  std::vector<MediaEmbedding> encode_audio_windows(const void* data, size_t size, const std::string& name,
+                                                   double max_seconds = 600) const;
 
  private:
   Model();

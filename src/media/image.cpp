@@ -9,6 +9,9 @@
 #include "base/checked.h"
 #include "base/error.h"
 
+// libwebp (Debian libwebp-dev): the decoder of the WebP format's authors, lossy (VP8) and lossless (VP8L).
+#include <webp/decode.h>
+
 // stb_image (Debian libstb-dev), compiled here with only the formats we accept and private symbols.
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
@@ -195,6 +198,66 @@ uint8_t over_white(uint32_t c, uint32_t a) {
   return uint8_t(((((t >> 8) + t) >> 8)) >> 7);
 }
 
+// 8-bit RGBA, straight (not premultiplied) alpha -> RGB over opaque white, as the rest of the file does.
+void rgba_over_white(const uint8_t* px, size_t pixels, uint8_t* rgb) {
+  for (size_t i = 0; i < pixels; ++i) {
+    const uint32_t a = px[4 * i + 3];
+    for (size_t c = 0; c < 3; ++c) rgb[3 * i + c] = a == 255 ? px[4 * i + c] : over_white(px[4 * i + c], a);
+  }
+}
+
+const char* webp_status(VP8StatusCode s) {
+  switch (s) {
+    case VP8_STATUS_OK: return "ok";
+    case VP8_STATUS_OUT_OF_MEMORY: return "out of memory";
+    case VP8_STATUS_INVALID_PARAM: return "invalid parameter";
+    case VP8_STATUS_BITSTREAM_ERROR: return "bitstream error";
+    case VP8_STATUS_UNSUPPORTED_FEATURE: return "unsupported feature";
+    case VP8_STATUS_SUSPENDED: return "suspended";
+    case VP8_STATUS_USER_ABORT: return "aborted";
+    case VP8_STATUS_NOT_ENOUGH_DATA: return "not enough data: truncated";
+  }
+  return "unknown error";
+}
+
+void check_dimensions(const std::string& name, const std::string& format, int64_t w, int64_t h, const ImageLimits& limits) {
+  G3N_CHECK(w > 0 && h > 0, name, ": ", format, " header gives ", w, "x", h, " pixels");
+  G3N_CHECK(w <= limits.max_side && h <= limits.max_side &&
+                checked_mul(uint64_t(w), uint64_t(h), "image size") <= uint64_t(limits.max_pixels),
+            name, ": ", format, " of ", w, "x", h, " pixels is above the limit (", limits.max_side,
+            " pixels per side, ", limits.max_pixels, " pixels in all)");
+}
+
+// WebP (RIFF "WEBP": VP8 lossy, VP8L lossless, VP8X extended with alpha). The header's features
+// (WebPGetFeatures parses only the RIFF / VP8X / frame headers) are checked before anything is
+// allocated; libwebp then decodes straight into our buffer. PIL decodes WebP with the same library
+// (non-premultiplied RGBA, libwebp's default "fancy" chroma upsampling), so the pixels are PIL's.
+// Animated WebP is refused: unlike GIF there is no convention in the reference to fall back on here.
+RgbImage decode_webp(const uint8_t* d, size_t n, const std::string& name, const ImageLimits& limits) {
+  RgbImage img;
+  img.format = "WebP";
+  WebPBitstreamFeatures f;
+  const VP8StatusCode st = WebPGetFeatures(d, n, &f);
+  if (st == VP8_STATUS_NOT_ENOUGH_DATA) fail(name, ": truncated WebP (the file ends inside its headers)");
+  if (st != VP8_STATUS_OK) fail(name, ": corrupt WebP header (libwebp: ", webp_status(st), ")");
+  G3N_CHECK(!f.has_animation, name, ": animated WebP is not supported (give one frame as a still WebP or PNG)");
+  check_dimensions(name, img.format, f.width, f.height, limits);
+  img.width = f.width, img.height = f.height;
+  img.source_channels = f.has_alpha ? 4 : 3;
+  const size_t pixels = size_t(f.width) * size_t(f.height);
+  img.rgb.resize(pixels * 3);
+  if (!f.has_alpha) {
+    if (!WebPDecodeRGBInto(d, n, img.rgb.data(), img.rgb.size(), f.width * 3))
+      fail(name, ": cannot decode the WebP: truncated or corrupt image data");
+    return img;
+  }
+  std::vector<uint8_t> rgba(checked_mul(pixels, size_t(4), "image size"));
+  if (!WebPDecodeRGBAInto(d, n, rgba.data(), rgba.size(), f.width * 4))
+    fail(name, ": cannot decode the WebP: truncated or corrupt image data");
+  rgba_over_white(rgba.data(), pixels, img.rgb.data());
+  return img;
+}
+
 }  // namespace
 
 RgbImage decode_image(const uint8_t* d, size_t n, const std::string& name, const ImageLimits& limits) {
@@ -221,8 +284,13 @@ RgbImage decode_image(const uint8_t* d, size_t n, const std::string& name, const
     img.format = "GIF";
   } else if (n >= 2 && d[0] == 'B' && d[1] == 'M') {
     img.format = "BMP";
+  } else if (n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0) {
+    return decode_webp(d, n, name, limits);
+  } else if (n >= 4 && std::memcmp(d, "RIFF", 4) == 0) {
+    fail(name, n < 12 ? ": truncated RIFF header (a WebP image starts with RIFF....WEBP)"
+                      : ": a RIFF file that is not WebP (audio or video?), not an image");
   } else {
-    fail(name, ": not a JPEG, PNG, BMP or GIF image (the file starts with \"", printable_start(d, n), "\")");
+    fail(name, ": not a JPEG, PNG, WebP, BMP or GIF image (the file starts with \"", printable_start(d, n), "\")");
   }
 
   // The dimensions the header claims, checked against the limits before the decoder allocates anything.
@@ -247,11 +315,7 @@ RgbImage decode_image(const uint8_t* d, size_t n, const std::string& name, const
       hw = le32(18), hh = std::abs(le32(22));
     }
   }
-  G3N_CHECK(hw > 0 && hh > 0, name, ": ", img.format, " header gives ", hw, "x", hh, " pixels");
-  G3N_CHECK(hw <= limits.max_side && hh <= limits.max_side &&
-                checked_mul(uint64_t(hw), uint64_t(hh), "image size") <= uint64_t(limits.max_pixels),
-            name, ": ", img.format, " of ", hw, "x", hh, " pixels is above the limit (", limits.max_side,
-            " pixels per side, ", limits.max_pixels, " pixels in all)");
+  check_dimensions(name, img.format, hw, hh, limits);
 
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(d, int(n), &w, &h, &comp))
@@ -294,10 +358,7 @@ RgbImage decode_image(const uint8_t* d, size_t n, const std::string& name, const
       stbi_image_free(px);
       fail(name, ": ", img.format, " decoded to ", dw, "x", dh, " pixels, its header says ", w, "x", h);
     }
-    for (size_t i = 0; i < size_t(w) * size_t(h); ++i) {
-      const uint32_t a = px[4 * i + 3];
-      for (int c = 0; c < 3; ++c) img.rgb[3 * i + size_t(c)] = a == 255 ? px[4 * i + size_t(c)] : over_white(px[4 * i + size_t(c)], a);
-    }
+    rgba_over_white(px, size_t(w) * size_t(h), img.rgb.data());
     stbi_image_free(px);
   }
   if (img.format == "JPEG" && jpeg.orientation != 1) {

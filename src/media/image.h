@@ -1,16 +1,23 @@
 // Untrusted images in: decoding (JPEG baseline/progressive, PNG 8/16-bit, BMP, GIF first frame, via
-// Debian's libstb-dev stb_image) and the Gemma 3n image processor's preprocessing.
+// Debian's libstb-dev stb_image; WebP lossy/lossless/alpha via Debian's libwebp) and the Gemma 3n image
+// processor's preprocessing.
 //
 // Everything is checked before any large allocation: the file size, the format (by its magic
 // bytes), and the dimensions read from the header against ImageLimits. A bad file (empty,
-// truncated, a lying header, a text file named .jpg, CMYK / 12-bit / arithmetic-coded JPEG) is a
-// g3n::Error naming the file and the problem; nothing crashes.
+// truncated, a lying header, a text file named .jpg, CMYK / 12-bit / arithmetic-coded JPEG, an
+// animated WebP) is a g3n::Error naming the file and the problem; nothing crashes.
 //
 // What the model sees follows transformers' path for a file: load_image (PIL open + EXIF
 // orientation) and the image processor's RGB conversion:
 //  - JPEG EXIF orientation (tags 2..8) is applied as PIL.ImageOps.exif_transpose does.
-//  - Transparency (alpha channel, PNG tRNS, GIF transparent index) is composited onto opaque white
-//    exactly as PIL.Image.alpha_composite (transformers' convert_to_rgb): 8-bit integer rounding.
+//  - Transparency (alpha channel, PNG tRNS, GIF transparent index, WebP alpha) is composited onto
+//    opaque white exactly as PIL.Image.alpha_composite (transformers' convert_to_rgb): 8-bit integer
+//    rounding.
+//  - An animated GIF gives its first frame (PIL's Image.open does too): stb_image's
+//    stbi_load_from_memory decodes the first image of the file on the logical screen; later frames
+//    are never read. An animated WebP is refused with an error instead.
+//  - WebP is decoded by libwebp, the library PIL uses, with the same settings (straight RGBA, fancy
+//    chroma upsampling): lossless WebP gives the encoded pixels exactly, lossy WebP PIL's pixels.
 //  - Grey is replicated to R, G, B. 16-bit PNGs keep the high byte, except 16-bit grey without
 //    alpha, which PIL opens as mode I;16 and converts to RGB by clipping at 255: so does g3n.
 //  - JPEG decoding is stb_image's, not libjpeg-turbo's (PIL's): pixels may differ by a few levels.
@@ -37,7 +44,7 @@ struct ImageLimits {
 struct RgbImage {
   int64_t width = 0, height = 0;
   std::vector<uint8_t> rgb;
-  std::string format;       // "JPEG", "PNG", "BMP", "GIF"
+  std::string format;       // "JPEG", "PNG", "BMP", "GIF", "WebP"
   int source_channels = 0;  // channels in the file (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA)
   int exif_orientation = 1;
 };

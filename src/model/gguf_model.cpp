@@ -51,28 +51,9 @@ const std::pair<const char*, const char*> kGlobalNames[] = {
 
 const char kPrefix[] = "model.";
 
-class GgufSource final : public WeightSource {
- public:
-  const TensorView* find(const std::string& name) const override {
-    auto it = views_.find(name);
-    return it == views_.end() ? nullptr : &it->second;
-  }
+}  // namespace
 
-  void add(const std::string& hf_name, TensorView v) { views_[hf_name] = std::move(v); }
-
-  // Owned storage for tensors converted at load.
-  uint8_t* allocate(size_t bytes) {
-    owned_.push_back(std::make_unique<uint8_t[]>(bytes));
-    return owned_.back().get();
-  }
-
- private:
-  std::map<std::string, TensorView> views_;
-  std::vector<std::unique_ptr<uint8_t[]>> owned_;
-};
-
-// A view of a GGUF tensor in the engine's types, converting when the engine has no kernel for it.
-TensorView as_engine_tensor(const GgufTensorInfo& t, GgufSource& src, const std::string& file) {
+TensorView as_engine_tensor(const GgufTensorInfo& t, GgufSource& src, const std::string& file, bool float_only) {
   TensorView v;
   v.shape = t.shape();
   v.data = t.data;
@@ -80,8 +61,8 @@ TensorView as_engine_tensor(const GgufTensorInfo& t, GgufSource& src, const std:
     case ggml::F32: v.dtype = DType::F32; return v;
     case ggml::F16: v.dtype = DType::F16; return v;
     case ggml::BF16: v.dtype = DType::BF16; return v;
-    case ggml::Q8_0: v.dtype = DType::Q8_0; return v;
-    case ggml::Q4_0: v.dtype = DType::Q4_0; return v;
+    case ggml::Q8_0: if (float_only) break; v.dtype = DType::Q8_0; return v;
+    case ggml::Q4_0: if (float_only) break; v.dtype = DType::Q4_0; return v;
     default: break;
   }
   if (!ggml::can_dequantize(t.type))
@@ -90,7 +71,7 @@ TensorView as_engine_tensor(const GgufTensorInfo& t, GgufSource& src, const std:
   const int64_t rows = t.numel() / std::max<int64_t>(1, cols);
   std::vector<float> row(static_cast<size_t>(cols));
   const size_t in_row = ggml::row_bytes(t.type, cols);
-  if (t.dims.size() >= 2 && cols % kQuantBlock == 0) {
+  if (!float_only && t.dims.size() >= 2 && cols % kQuantBlock == 0) {
     // Matrices: repacked to Q8_0 (error <= half a Q8 step on top of the file's own quantisation).
     v.dtype = DType::Q8_0;
     const size_t out_row = dtype_bytes(DType::Q8_0, cols);
@@ -108,6 +89,8 @@ TensorView as_engine_tensor(const GgufTensorInfo& t, GgufSource& src, const std:
   }
   return v;
 }
+
+namespace {
 
 // Splits a stacked [n, out, in] tensor (GGUF ne = {in, out, n}) into n matrices.
 std::vector<TensorView> unstack(const TensorView& t) {

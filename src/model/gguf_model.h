@@ -2,7 +2,11 @@
 // "gemma3n"): the config from the metadata keys that exist, and the tensors mapped back to their
 // Hugging Face names so the same registry and decoder serve both formats.
 #pragma once
+#include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "formats/gguf.h"
 #include "model/config.h"
@@ -14,6 +18,35 @@ struct GgufModel {
   ModelConfig config;
   std::unique_ptr<WeightSource> weights;
 };
+
+// GGUF tensors under their Hugging Face names (views into the mapped file, or tensors converted at
+// load, which it owns). Shared by the text model and the multimodal projector (gguf_mmproj.h).
+class GgufSource final : public WeightSource {
+ public:
+  const TensorView* find(const std::string& name) const override {
+    auto it = views_.find(name);
+    return it == views_.end() ? nullptr : &it->second;
+  }
+
+  void add(const std::string& hf_name, TensorView v) { views_[hf_name] = std::move(v); }
+
+  // Owned storage for tensors converted at load.
+  uint8_t* allocate(size_t bytes) {
+    owned_.push_back(std::make_unique<uint8_t[]>(bytes));
+    return owned_.back().get();
+  }
+
+ private:
+  std::map<std::string, TensorView> views_;
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;
+};
+
+// A GGUF tensor as the engine reads it: in place when a kernel reads its type (F32, F16, BF16, Q8_0,
+// Q4_0); otherwise converted into `src`'s storage (matrices whose rows are whole Q8_0 blocks repacked
+// to Q8_0, everything else dequantised to F32). `float_only`: every type but F32/F16/BF16 is
+// dequantised to F32 (for code without quantised kernels, such as the vision tower). Shape row-major
+// (GGUF ne reversed). Throws g3n::Error naming `file` and the tensor for a type g3n cannot read.
+TensorView as_engine_tensor(const GgufTensorInfo& t, GgufSource& src, const std::string& file, bool float_only = false);
 
 // Throws g3n::Error naming the key or tensor that is missing or inconsistent. The file must outlive
 // the returned weights (tensors are viewed in place where their type allows; K-quants and the other

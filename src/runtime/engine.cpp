@@ -29,6 +29,24 @@ namespace g3n {
 
 namespace {
 
+// Tensors from `first`, else from `second` (a text model beside its mmproj).
+class ChainedSource : public WeightSource {
+ public:
+  ChainedSource(const WeightSource& first, const WeightSource& second) : first_(first), second_(second) {}
+  const TensorView* find(const std::string& name) const override {
+    if (const TensorView* t = first_.find(name)) return t;
+    return second_.find(name);
+  }
+  const TensorView* find_as(const std::string& name, const std::vector<int64_t>& shape) const override {
+    if (const TensorView* t = first_.find_as(name, shape)) return t;
+    return second_.find_as(name, shape);
+  }
+
+ private:
+  const WeightSource& first_;
+  const WeightSource& second_;
+};
+
 std::string read_file_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot read ", path);
@@ -120,9 +138,22 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     const fs::path pre = fs::path(path) / "preprocessor_config.json";
     if (fs::exists(pre, ec)) preprocessor_json = read_file_text(pre.string());
   }
-  impl.media = std::make_unique<MediaEncoders>(config, std::move(config_json), *impl.source,
-                                               std::move(preprocessor_json), path);
-  TextWeights weights = load_text_weights(config, *impl.source);
+  const WeightSource* source = impl.source.get();
+  std::string origin = path;
+  if (!options.mmproj.empty()) {
+    // The towers (and the embedders' tables) come from the mmproj; the text model's tensors stay first.
+    if (!config.text.is_gemma3n()) fail("--mmproj: ", path, " is not a Gemma 3n model (the mmproj holds Gemma 3n's towers)");
+    impl.mmproj = std::make_unique<MmprojModel>(load_mmproj(options.mmproj));
+    attach_text_model(*impl.mmproj, {config.text.hidden_size, config.text.vocab_size});
+    apply_mmproj(config, *impl.mmproj);
+    impl.with_mmproj = std::make_unique<ChainedSource>(*impl.source, *impl.mmproj->source);
+    source = impl.with_mmproj.get();
+    config_json = impl.mmproj->config_json;
+    origin = path + " with " + options.mmproj;
+  }
+  impl.media = std::make_unique<MediaEncoders>(config, std::move(config_json), *source, std::move(preprocessor_json),
+                                               origin);
+  TextWeights weights = load_text_weights(config, *source);
   impl.decoder = std::make_unique<TextDecoder>(std::move(config), std::move(weights));
   impl.pool = std::make_unique<ThreadPool>(options.threads);
   advise_random(impl.decoder->weights().embed_tokens_per_layer);

@@ -135,6 +135,21 @@ MediaEmbedding Model::encode_image(const void* data, size_t n, const std::string
   return embed_rgb(*this, *impl_->media, media::decode_image(static_cast<const uint8_t*>(data), n, name), name, size, t0);
 }
 
+MediaEmbedding Model::encode_rgb(const uint8_t* rgb, int64_t width, int64_t height, const std::string& name,
+                                 int64_t size) const {
+  const auto t0 = clock_type::now();
+  G3N_CHECK(rgb && width > 0 && height > 0 && width <= 32768 && height <= 32768 && width * height <= (int64_t(100) << 20),
+            name, ": an RGB image of ", width, "x", height, " (expected 1..32768 per side, at most 100 Mpixels)");
+  impl_->media->vision();
+  media::RgbImage img;
+  img.width = width;
+  img.height = height;
+  img.rgb.assign(rgb, rgb + size_t(width * height * 3));
+  img.format = "RGB";
+  img.source_channels = 3;
+  return embed_rgb(*this, *impl_->media, img, name, size, t0);
+}
+
 MediaEmbedding Model::encode_pixels(const float* pixels, int64_t height, int64_t width, const std::string& name) const {
   const auto t0 = clock_type::now();
   G3N_CHECK(height >= 32 && width >= 32 && height <= 2048 && width <= 2048, name, ": pixels of ", height, "x", width,
@@ -209,35 +224,60 @@ MediaEmbedding Model::encode_audio(const void* data, size_t n, const std::string
                        name, t0);
 }
 
-std::vector<MediaEmbedding> Model::encode_audio_file_windows(const std::string& path, double max_seconds) const {
-  G3N_CHECK(max_seconds > 0 && max_seconds <= 24 * 3600, "the audio length limit must be in (0, 86400] s");
-  const auto t0 = clock_type::now();
-  impl_->media->audio();
-  const int64_t rate = impl_->media->mel().config().sampling_rate;
-  media::AudioLimits limits;
-  limits.max_seconds = max_seconds;
-  const media::DecodedAudio a = media::load_audio(path, rate, limits);
+namespace {
+
+std::vector<MediaEmbedding> encode_windows(const Model& model, const media::DecodedAudio& a, const std::string& what,
+                                           double max_seconds, int64_t rate, double decode_seconds) {
   if (a.truncated)
-    fail(path, " is longer than the limit of ", max_seconds, " s (raise it with --max-audio-seconds)");
-  const double decode_seconds = since(t0);
+    fail(what, " is longer than the limit of ", max_seconds, " s (raise it with --max-audio-seconds)");
   std::vector<MediaEmbedding> out;
   const auto windows = media::split_long_audio(a.samples.data(), int64_t(a.samples.size()), rate);
   for (size_t i = 0; i < windows.size(); ++i) {
     const auto& w = windows[i];
-    std::string name = path;
+    std::string name = what;
     if (windows.size() > 1) {
       char buf[96];
       std::snprintf(buf, sizeof buf, " [%.2f s - %.2f s]", double(w.begin) / double(rate), double(w.end) / double(rate));
       name += buf;
     }
-    out.push_back(encode_audio_samples(std::span<const float>(a.samples).subspan(size_t(w.begin), size_t(w.end - w.begin)), name));
+    out.push_back(model.encode_audio_samples(
+        std::span<const float>(a.samples).subspan(size_t(w.begin), size_t(w.end - w.begin)), name));
     char buf[160];
     std::snprintf(buf, sizeof buf, "%s, %d ch, %lld Hz, ", a.format.c_str(), a.source_channels,
                   (long long)a.source_sample_rate);
     out.back().description = buf + out.back().description;
+    out.back().offset = double(w.begin) / double(rate);
     if (i == 0) out.back().encode_seconds += decode_seconds;
   }
   return out;
+}
+
+media::AudioLimits window_limits(double max_seconds) {
+  G3N_CHECK(max_seconds > 0 && max_seconds <= 24 * 3600, "the audio length limit must be in (0, 86400] s");
+  media::AudioLimits limits;
+  limits.max_seconds = max_seconds;
+  return limits;
+}
+
+}  // namespace
+
+std::vector<MediaEmbedding> Model::encode_audio_file_windows(const std::string& path, double max_seconds) const {
+  const auto limits = window_limits(max_seconds);
+  const auto t0 = clock_type::now();
+  impl_->media->audio();
+  const int64_t rate = impl_->media->mel().config().sampling_rate;
+  const media::DecodedAudio a = media::load_audio(path, rate, limits);
+  return encode_windows(*this, a, path, max_seconds, rate, since(t0));
+}
+
+std::vector<MediaEmbedding> Model::encode_audio_windows(const void* data, size_t size, const std::string& name,
+                                                        double max_seconds) const {
+  const auto limits = window_limits(max_seconds);
+  const auto t0 = clock_type::now();
+  impl_->media->audio();
+  const int64_t rate = impl_->media->mel().config().sampling_rate;
+  const media::DecodedAudio a = media::load_audio_memory(data, size, rate, limits, name);
+  return encode_windows(*this, a, name, max_seconds, rate, since(t0));
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "g3n/engine.h"
+#include "model/gguf_mmproj.h"
 #include "model/text_decoder.h"
 #include "model/weight_source.h"
 #include "runtime/media_encoders.h"
@@ -19,6 +20,8 @@ struct Model::Impl {
   std::unique_ptr<TensorStore> store;
   std::unique_ptr<GgufFile> gguf;
   std::unique_ptr<WeightSource> source;
+  std::unique_ptr<MmprojModel> mmproj;         // --mmproj: the towers' file
+  std::unique_ptr<WeightSource> with_mmproj;   // source, then the mmproj's tensors
   std::unique_ptr<Tokenizer> tokenizer;
   std::string path;
   std::unique_ptr<TextDecoder> decoder;

@@ -15,6 +15,7 @@
 #include "server/openai_api.h"
 #include "server/slots.h"
 #include "server/stepped_generate.h"
+#include "server/transcription.h"
 #include "tokenizer/tokenizer.h"
 
 namespace g3n::server {
@@ -231,6 +232,49 @@ struct Server::Impl {
         [st](bool) { st->lease.reset(); });
   }
 
+  // /v1/audio/transcriptions and /v1/audio/translations: the recording is cut into clips of at most 30 s
+  // (as `g3n transcribe`), each clip one greedy request on a slot; segments keep the clips' times.
+  void transcriptions(const httplib::Request& req, httplib::Response& res, bool translate) {
+    const auto arrival = clock::now();
+    check_auth(req);
+    TranscriptionJob job = parse_transcription_request(req, translate);
+    if (!job.model.empty() && job.model != served.id)
+      throw ApiError(404, "The model '" + job.model + "' does not exist", "model", "model_not_found");
+    if (!model.supports_audio())
+      throw ApiError(400, "this model has no audio tower, so it cannot transcribe", "file", "unsupported_media");
+    std::vector<MediaEmbedding> clips;
+    {
+      std::lock_guard<FairMutex> lock(compute);
+      try {
+        clips = model.encode_audio_windows(job.file.data(), job.file.size(), job.filename, opt.max_audio_seconds);
+      } catch (const Error& e) {
+        throw ApiError(400, e.what(), "file", "invalid_media");
+      }
+    }
+    std::vector<PromptEmbeddings> placed(clips.size());
+    std::vector<GenerateRequest> requests;
+    for (size_t i = 0; i < clips.size(); ++i) {
+      job.options.seed = i;
+      requests.push_back(transcription_request(model, *served.tokenizer, clips[i], job.options, placed[i]));
+    }
+    std::unique_ptr<SlotPool::Lease> lease = slots.acquire(requests.front().prompt);
+    if (!lease) throw ApiError(503, "the server is busy; retry later", "", "server_busy");
+    std::vector<TranscriptSegment> segments;
+    double duration = 0;
+    for (size_t i = 0; i < clips.size(); ++i) {
+      Job as_job;
+      as_job.gen = requests[i];
+      as_job.embeddings = placed[i];
+      GenerateResult r = run_job(*lease, as_job, arrival, {});
+      if (r.finish_reason == "cancelled") throw ApiError(503, "the server is shutting down", "", "server_shutting_down");
+      const std::string text = translate ? translation_part(r.text, "English") : r.text;
+      segments.push_back({clips[i].offset, clips[i].offset + clips[i].duration, text});
+      duration = clips[i].offset + clips[i].duration;
+    }
+    lease.reset();
+    send_transcript(res, job, segments, duration);
+  }
+
   json model_object() const {
     return {{"id", served.id},
             {"object", "model"},
@@ -248,6 +292,12 @@ struct Server::Impl {
     });
     http.Post("/v1/completions", [this](const Request& req, Response& res, const httplib::ContentReader& reader) {
       guarded(res, [&] { completions(req, res, reader, false); });
+    });
+    http.Post("/v1/audio/transcriptions", [this](const Request& req, Response& res) {
+      guarded(res, [&] { transcriptions(req, res, false); });
+    });
+    http.Post("/v1/audio/translations", [this](const Request& req, Response& res) {
+      guarded(res, [&] { transcriptions(req, res, true); });
     });
     http.Get("/v1/models", [this](const Request& req, Response& res) {
       guarded(res, [&] {

@@ -33,6 +33,7 @@ struct ServerOptions {
   SamplingParams defaults;               // the checkpoint's generation_config.json
   int http_threads = 0;                  // 0: parallel + queue + 8
   int retry_after_seconds = 1;
+  double max_audio_seconds = 600;        // longest recording /v1/audio/* accepts (cut into 30 s clips)
 };
 
 class Server {

@@ -374,3 +374,30 @@ def test_matformer_profile_with_image_and_audio(g3n, tiny_mm, media, tmp_path):
     assert outs["runtime"].shape[0] > IMAGE_TOKENS + AUDIO_TOKENS
     assert np.abs(outs["runtime"] - outs["sliced"]).max() <= 1e-5
     assert np.abs(outs["runtime"] - outs["full"]).max() > 1e-2
+
+
+def test_gguf_text_model_with_mmproj(g3n, tiny_mm, media, tmp_path, record, _torch_threads):
+    """The llama.cpp way: a text GGUF (`g3n quantize`) and an mmproj GGUF with the towers (llama.cpp's converter
+    layout, test_gguf_mmproj.write_mmproj), both F32: `score --mmproj` equals the checkpoint directory, with an
+    image and a clip in the prompt."""
+    from transformers import Gemma3nForConditionalGeneration
+
+    from test_gguf_mmproj import write_mmproj
+
+    text = tmp_path / "text.gguf"
+    check_ok(g3n.run("quantize", "-m", tiny_mm, "--type", "f32", "--out", text), "quantize")
+    model = Gemma3nForConditionalGeneration.from_pretrained(tiny_mm, dtype=torch.float32)
+    mm = write_mmproj(model, tmp_path / "mmproj.gguf", outtype="all-f32")
+    args = ["--prompt", "Look <image_soft_token> listen <audio_soft_token> and answer", "--chat",
+            *media_args([media["img_a"]], [media["clip_1s"]])]
+    a, b = tmp_path / "dir.npy", tmp_path / "gguf.npy"
+    check_ok(g3n.run("score", "-m", tiny_mm, *args, "--out", a), "score dir")
+    check_ok(g3n.run("score", "-m", text, "--mmproj", mm, *args, "--out", b), "score gguf + mmproj")
+    la, lb = np.load(a), np.load(b)
+    err = float(np.abs(la - lb).max())
+    top1 = float((la.argmax(-1) == lb.argmax(-1)).mean())
+    record("multimodal", "text GGUF + mmproj (F32) vs directory", f"max|d|={err:.1e} top1={top1:.3f}", err <= 1e-4)
+    assert la.shape == lb.shape and err <= 1e-4 and top1 == 1.0, (err, top1)
+    # Without the mmproj the GGUF has no towers: a clear error.
+    p = g3n.run("score", "-m", text, *args, "--out", tmp_path / "x.npy")
+    assert p.returncode == 1 and "has no vision tower" in p.stderr, p.stderr

@@ -32,7 +32,9 @@ void expect_tiling(const std::vector<AudioWindow>& w, int64_t n, double max_seco
   for (size_t i = 0; i < w.size(); ++i) {
     EXPECT_LT(w[i].begin, w[i].end);
     EXPECT_LE(w[i].end - w[i].begin, int64_t(max_seconds * kRate)) << "window " << i;
-    if (i) EXPECT_EQ(w[i].begin, w[i - 1].end);
+    if (i) {
+      EXPECT_EQ(w[i].begin, w[i - 1].end);
+    }
   }
 }
 

@@ -157,7 +157,7 @@ TEST(Image, ExifOrientation) {
 TEST(Image, BadFilesAreErrors) {
   EXPECT_NE(error_of({}).find("empty"), std::string::npos);
   const std::string text = "this is a text file, not a picture";
-  EXPECT_NE(error_of(Bytes(text.begin(), text.end())).find("not a JPEG, PNG, BMP or GIF"), std::string::npos);
+  EXPECT_NE(error_of(Bytes(text.begin(), text.end())).find("not a JPEG, PNG, WebP, BMP or GIF"), std::string::npos);
   const auto px = pattern(40, 30, 3);
   const Bytes p = png(40, 30, 3, px);
   for (size_t cut : {size_t(1), size_t(8), size_t(20), size_t(30), p.size() / 2, p.size() - 13}) {
