@@ -58,6 +58,13 @@ TranscriptionJob parse_transcription_request(const httplib::Request& req, bool t
       throw ApiError(400, "temperature must be a number in [0, 2]", "temperature", "invalid_value");
     job.options.temperature = float(v);
   }
+  if (const std::string n = field("max_tokens"); !n.empty()) {  // a g3n extension: tokens per 30 s clip
+    char* end = nullptr;
+    const long v = std::strtol(n.c_str(), &end, 10);
+    if (end == n.c_str() || *end != '\0' || v < 1 || v > 4096)
+      throw ApiError(400, "max_tokens must be an integer in [1, 4096]", "max_tokens", "invalid_value");
+    job.options.max_new_tokens = v;
+  }
   return job;
 }
 

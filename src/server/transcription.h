@@ -1,5 +1,5 @@
 // POST /v1/audio/transcriptions and /v1/audio/translations (OpenAI's multipart form: file, model, language,
-// prompt, response_format, temperature): the fields, checked, and the response in the format asked for.
+// prompt, response_format, temperature; and g3n's max_tokens per 30 s clip, default 512): the fields, checked, and the response in the format asked for.
 // The work itself (long audio cut into clips, one request per clip) runs in server.cpp on a slot.
 #pragma once
 #include <httplib.h>

@@ -401,3 +401,28 @@ def test_gguf_text_model_with_mmproj(g3n, tiny_mm, media, tmp_path, record, _tor
     # Without the mmproj the GGUF has no towers: a clear error.
     p = g3n.run("score", "-m", text, *args, "--out", tmp_path / "x.npy")
     assert p.returncode == 1 and "has no vision tower" in p.stderr, p.stderr
+
+
+def test_video_frames_go_in_as_images(g3n, tiny_mm, tmp_path):
+    """`--video` = its sampled frames given as `--image` files, in order (`g3n video-frames` writes the very
+    frames as PNGs): the logits are identical."""
+    pytest.importorskip("av")
+    from test_video import make_video
+
+    clip = make_video(tmp_path / "clip.mkv", "mpeg4", fmt="matroska", frames=72, rate=24, w=96, h=64)
+    frames_dir = tmp_path / "frames"
+    check_ok(g3n.run("video-frames", "--video", clip, "--fps", "1", "--out", frames_dir), "video-frames")
+    pngs = sorted(frames_dir.glob("frame_*.png"))
+    assert len(pngs) == 3
+    prompt = ["--prompt", "What happens in this video?", "--chat", "--image-size", "256"]
+    a, b = tmp_path / "video.npy", tmp_path / "images.npy"
+    p = g3n.run("score", "-m", tiny_mm, *prompt, "--video", clip, "--fps", "1", "--out", a)
+    check_ok(p, "score --video")
+    images = [x for png in pngs for x in ("--image", png)]
+    check_ok(g3n.run("score", "-m", tiny_mm, *prompt, *images, "--out", b), "score --image frames")
+    la, lb = np.load(a), np.load(b)
+    assert la.shape == lb.shape and la.shape[0] > 3 * IMAGE_TOKENS
+    assert np.array_equal(la, lb)
+    p = g3n.run("run", "-m", tiny_mm, "--video", clip, "--max-frames", "2", "Describe.", "-n", "2", "-v")
+    check_ok(p, "run --video")
+    assert "-> 2 frames" in p.stderr, p.stderr
