@@ -52,6 +52,10 @@ Action register_serve(CLI::App& app) {
       ->check(CLI::Range(uint64_t(1024), uint64_t(1) << 32));
   cmd->add_option("--name", a->name, "Model id that /v1/models lists and requests name (default: the directory name)");
   cmd->add_option("-t,--threads", a->threads, "Worker threads (0: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--profile", a->opt.profiles,
+                  "Also serve a MatFormer size as model '<name>/NAME': NAME=SPEC (a published name, a JSON file or "
+                  "skip=..;ffn=..); repeatable. E4B-structured models list the published sizes by themselves")
+      ->allow_extra_args(false);
   cmd->add_option("--mmproj", a->mmproj, "llama.cpp mmproj GGUF with the vision / audio towers (for a GGUF model)");
   cmd->add_option("--max-audio-seconds", a->opt.max_audio_seconds,
                   "Longest recording /v1/audio/transcriptions and /translations accept (cut into 30 s clips)")

@@ -52,15 +52,30 @@ std::optional<bool> bool_field(const json& body, const char* name) {
   return v->get<bool>();
 }
 
-void check_model(const json& body, const ServedModel& model) {
+// The request's model: the served id or one of its MatFormer profiles (job.model_id, job.profile).
+void check_model(const json& body, const ServedModel& model, Job& job) {
+  job.model_id = model.id;
   const json* v = field(body, "model");
-  if (!v) return;  // OpenAI requires it; g3n serves one model, so a missing one means that model
+  if (!v) return;  // OpenAI requires it; a missing one means the served model
   if (!v->is_string()) throw ApiError(400, "model must be a string", "model", "invalid_type");
   const std::string name = v->get<std::string>();
-  if (!name.empty() && name != model.id)
-    throw ApiError(404, "The model '" + name + "' does not exist; this server serves '" + model.id + "'", "model",
-                   "model_not_found");
+  if (name.empty()) return;
+  job.profile = profile_of(model, name);
+  job.model_id = name;
 }
+
+}  // namespace
+
+std::string profile_of(const ServedModel& model, const std::string& id) {
+  if (id == model.id) return "";
+  for (const auto& [name, spec] : model.profiles)
+    if (id == name) return spec;
+  std::string known = "'" + model.id + "'";
+  for (const auto& p : model.profiles) known += ", '" + p.first + "'";
+  throw ApiError(404, "The model '" + id + "' does not exist; this server serves " + known, "model", "model_not_found");
+}
+
+namespace {
 
 // Fields g3n cannot honour: one 400 that names each of them.
 void check_unsupported(const json& body, bool chat) {
@@ -200,7 +215,8 @@ void finish_job(Job& job, const json& body, const ServedModel& model, const char
 }  // namespace
 
 Job parse_chat_request(const json& body, const ServedModel& model) {
-  check_model(body, model);
+  Job job;
+  check_model(body, model, job);
   const json* messages = field(body, "messages");
   if (!messages) throw ApiError(400, "messages is required", "messages", "missing_required_parameter");
   if (!messages->is_array()) throw ApiError(400, "messages must be a list of messages", "messages", "invalid_type");
@@ -222,7 +238,6 @@ Job parse_chat_request(const json& body, const ServedModel& model) {
   } catch (const Error& e) {
     throw ApiError(400, e.what(), "messages", "invalid_value");
   }
-  Job job;
   job.chat = true;
   job.media = collect_media(msgs);
   std::vector<MediaEmbedding> encoded;
@@ -250,11 +265,11 @@ Job parse_chat_request(const json& body, const ServedModel& model) {
 }
 
 Job parse_completion_request(const json& body, const ServedModel& model) {
-  check_model(body, model);
+  Job job;
+  check_model(body, model, job);
   const json* prompt = field(body, "prompt");
   if (!prompt) throw ApiError(400, "prompt is required", "prompt", "missing_required_parameter");
   check_unsupported(body, false);
-  Job job;
   job.chat = false;
   const Tokenizer& tok = *model.tokenizer;
   auto ids_from = [&](const json& list) {
@@ -313,7 +328,7 @@ json usage_json(const GenerateResult& r) {
           {"prompt_tokens_details", {{"cached_tokens", r.reused_tokens}}}};
 }
 
-json completion_response(const Job& job, const ServedModel& model, const std::string& id, int64_t created,
+json completion_response(const Job& job, [[maybe_unused]] const ServedModel& model, const std::string& id, int64_t created,
                          const GenerateResult& r) {
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", openai_finish_reason(r.finish_reason)}};
   if (job.chat)
@@ -323,13 +338,13 @@ json completion_response(const Job& job, const ServedModel& model, const std::st
   return {{"id", id},
           {"object", job.chat ? "chat.completion" : "text_completion"},
           {"created", created},
-          {"model", model.id},
+          {"model", job.model_id},
           {"system_fingerprint", "g3n-0.1.0"},
           {"choices", json::array({choice})},
           {"usage", usage_json(r)}};
 }
 
-json stream_chunk(const Job& job, const ServedModel& model, const std::string& id, int64_t created,
+json stream_chunk(const Job& job, [[maybe_unused]] const ServedModel& model, const std::string& id, int64_t created,
                   const std::string* text, bool first, const GenerateResult* finish) {
   json choice = {{"index", 0}, {"logprobs", nullptr},
                  {"finish_reason", finish ? json(openai_finish_reason(finish->finish_reason)) : json(nullptr)}};
@@ -345,7 +360,7 @@ json stream_chunk(const Job& job, const ServedModel& model, const std::string& i
   json j = {{"id", id},
             {"object", job.chat ? "chat.completion.chunk" : "text_completion"},
             {"created", created},
-            {"model", model.id},
+            {"model", job.model_id},
             {"system_fingerprint", "g3n-0.1.0"},
             {"choices", json::array({choice})}};
   if (finish) j["usage"] = usage_json(*finish);

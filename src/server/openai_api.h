@@ -2,6 +2,7 @@
 // becomes a Job (tokenized prompt, sampling, limits), checked field by field (ApiError 400 naming the
 // field, 404 for another model); results become completion objects or SSE chunks.
 #pragma once
+#include <utility>
 #include <functional>
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -26,6 +27,8 @@ struct ServedModel {
   const Tokenizer* tokenizer = nullptr;
   int64_t created = 0;           // unix time the server started
   const Model* model = nullptr;
+  // MatFormer sizes served from the one loaded model: (model id, profile spec), e.g. ("g3n/E2B", "E2B").
+  std::vector<std::pair<std::string, std::string>> profiles;
   // Encodes a request's images / audio (the server runs it under its compute lock); unset: media refused.
   std::function<std::vector<MediaEmbedding>(const std::vector<MediaPart>&)> encode_media;
 };
@@ -37,7 +40,12 @@ struct Job {
   GenerateRequest gen;           // prompt, sampling, max_new_tokens, stop ids / strings
   std::vector<MediaPart> media;  // decoded image / audio parts (chat), in prompt order
   PromptEmbeddings embeddings;   // their soft tokens at the placeholder positions of gen.prompt
+  std::string model_id;          // the id the request named (the served one when it named none)
+  std::string profile;           // its MatFormer profile spec ("" = the whole model)
 };
+
+// The profile spec of a model id: "" for the served model itself; throws ApiError 404 for an unknown id.
+std::string profile_of(const ServedModel& model, const std::string& id);
 
 // Throw ApiError (400 / 404) for anything the request gets wrong or asks for that g3n cannot do.
 Job parse_chat_request(const nlohmann::json& body, const ServedModel& model);

@@ -9,6 +9,8 @@
 
 #include "base/error.h"
 #include "model/config.h"
+#include "model/matformer.h"
+#include "model/text_decoder.h"
 #include "server/api_error.h"
 #include "server/json_guard.h"
 #include "server/metrics.h"
@@ -30,6 +32,49 @@ std::string endpoint_label(const std::string& path) {
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   if (path == "/index.html") return "/";
   return "other";
+}
+
+// The MatFormer sizes /v1/models offers besides the whole model: for an E4B-structured Gemma 3n, every
+// published configuration the weights support ("<id>/E2B", "<id>/E2.98B-layer", "<id>/E3.24B-block", ...);
+// plus --profile NAME=SPEC ones ("<id>/NAME").
+std::vector<std::pair<std::string, std::string>> served_profiles(const Model& m, const std::string& id,
+                                                                 const std::vector<std::string>& extra) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const TextConfig& c = m.config().text;
+  if (!c.is_gemma3n()) {
+    if (!extra.empty()) fail("--profile: MatFormer profiles apply to Gemma 3n models only");
+    return out;
+  }
+  bool quantized = false;
+  for (const TensorView* t : m.decoder().weights().core_tensors()) quantized = quantized || dtype_is_quantized(t->dtype);
+  for (const std::string& name : published_profile_names()) {
+    if (name == "Main model") continue;
+    std::string alias = name;
+    if (name == "Config for official E2B Model") alias = "E2B";
+    else if (name.rfind("Config for ", 0) == 0) {
+      alias = name.substr(11);  // "E2.98B (layer-level)" -> "E2.98B-layer"
+      const size_t sp = alias.find(" (");
+      if (sp != std::string::npos) alias = alias.substr(0, sp) + "-" + alias.substr(sp + 2, alias.find('-', sp) - sp - 2);
+    }
+    try {
+      const MatformerProfile p = resolve_profile(name, c);
+      if (p == full_profile(c)) continue;
+      validate_profile(p, c, quantized);
+      out.emplace_back(id + "/" + alias, name);
+    } catch (const Error&) {
+      // not this model's structure (e.g. a 30-layer E2B has no E4B sub-models)
+    }
+  }
+  for (const std::string& e : extra) {
+    const size_t eq = e.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == e.size())
+      fail("--profile '", e, "': expected NAME=SPEC, e.g. small=skip=20-24;ffn=8192");
+    const std::string spec = e.substr(eq + 1);
+    const MatformerProfile p = resolve_profile(spec, c);  // errors name the problem
+    validate_profile(p, c, quantized);
+    out.emplace_back(id + "/" + e.substr(0, eq), spec);
+  }
+  return out;
 }
 
 void send_json(httplib::Response& res, int status, const json& j) {
@@ -70,6 +115,7 @@ struct Server::Impl {
     served.defaults = opt.defaults;
     served.tokenizer = &m.require_tokenizer();
     served.model = &m;
+    served.profiles = served_profiles(m, served.id, opt.profiles);
     served.encode_media = [this](const std::vector<MediaPart>& parts) {
       std::lock_guard<FairMutex> lock(compute);  // the encoders use the model's thread pool
       return encode_media(model, parts);
@@ -148,6 +194,12 @@ struct Server::Impl {
       else
         metrics.time_per_output_token.observe(seconds);
     };
+    if (model.config().text.is_gemma3n()) {
+      // Elastic execution: this slot's session runs the request's size; the KV cache stays when the two
+      // sizes share every cache-writing layer, else the prompt is prefilled again (exact either way).
+      std::lock_guard<FairMutex> lock(compute);
+      lease.session().set_profile(job.profile.empty() ? "full" : job.profile);
+    }
     GenerateResult r = generate_stepped(lease.session(), *served.tokenizer, job.gen, compute,
                                         slots.session_options().max_chunk, hooks, &job.embeddings);
     metrics.prompt_tokens += uint64_t(r.prompt_tokens);
@@ -275,13 +327,23 @@ struct Server::Impl {
     send_transcript(res, job, segments, duration);
   }
 
-  json model_object() const {
-    return {{"id", served.id},
-            {"object", "model"},
-            {"created", served.created},
-            {"owned_by", "g3n"},
-            {"context_length", served.context},
-            {"slots", slots.size()}};
+  json model_object(const std::string& id) const {
+    json j = {{"id", id},
+              {"object", "model"},
+              {"created", served.created},
+              {"owned_by", "g3n"},
+              {"context_length", served.context},
+              {"slots", slots.size()}};
+    if (const std::string spec = profile_of(served, id); !spec.empty()) {
+      j["matformer_profile"] = spec;
+      j["parent"] = served.id;
+    }
+    return j;
+  }
+  json model_list() const {
+    json data = json::array({model_object(served.id)});
+    for (const auto& p : served.profiles) data.push_back(model_object(p.first));
+    return {{"object", "list"}, {"data", data}};
   }
 
   void routes() {
@@ -302,16 +364,14 @@ struct Server::Impl {
     http.Get("/v1/models", [this](const Request& req, Response& res) {
       guarded(res, [&] {
         check_auth(req);
-        send_json(res, 200, {{"object", "list"}, {"data", json::array({model_object()})}});
+        send_json(res, 200, model_list());
       });
     });
     http.Get("/v1/models/(.+)", [this](const Request& req, Response& res) {
       guarded(res, [&] {
         check_auth(req);
         const std::string name = req.matches[1];
-        if (name != served.id)
-          throw ApiError(404, "The model '" + name + "' does not exist", "model", "model_not_found");
-        send_json(res, 200, model_object());
+        send_json(res, 200, model_object(name));  // 404 from profile_of for an unknown id
       });
     });
     http.Get("/health", [this](const Request&, Response& res) {
