@@ -24,6 +24,8 @@
 #include "base/thread_pool.h"
 #include "commands.h"
 #include "formats/gguf_writer.h"
+#include "model/audio_encoder.h"
+#include "model/gguf_mmproj.h"
 #include "formats/safetensors.h"
 #include "model/config.h"
 #include "model/gguf_model.h"
@@ -165,12 +167,82 @@ void write_tokenizer(GgufWriter& w, const std::filesystem::path& dir, int64_t vo
   if (std::filesystem::exists(added)) w.set("g3n.tokenizer.json", read_file(added));
 }
 
+// The towers in llama.cpp's multimodal projector layout (convert_hf_to_gguf.py --mmproj, projector types
+// gemma3nv / gemma3na; names from mmproj_gguf_name): conv_stem.conv.bias and layer-scale gammas as
+// [1, C, 1, 1]; types as its converter picks them (norms, vectors, the stem and the audio convolutions
+// F32; the input projections F16; other vision matrices F16: g3n's vision tower has no quantised
+// kernels), except that the audio matrices follow the recipe (Q8_0 for q8 / q4).
+std::vector<Planned> plan_towers(const TensorStore& store, Recipe recipe) {
+  std::vector<Planned> out;
+  auto starts = [](const std::string& s, const char* p) { return s.rfind(p, 0) == 0; };
+  for (const std::string& name : store.names()) {
+    const bool vision = starts(name, "model.vision_tower.") || starts(name, "model.embed_vision.");
+    const bool audio = starts(name, "model.audio_tower.") || starts(name, "model.embed_audio.");
+    if (!vision && !audio) continue;
+    const std::string g = mmproj_gguf_name(name);
+    if (g.empty()) continue;
+    const TensorView* t = store.find(name);
+    std::vector<int64_t> shape = t->shape;
+    if (name.ends_with("conv_stem.conv.bias") || name.ends_with("layer_scale.gamma")) shape = {1, t->numel(), 1, 1};
+    int type = ggml::F16;
+    const bool norm = g.ends_with("_norm.weight") || name.find("norm") != std::string::npos;
+    if (recipe == Recipe::F32 || shape.size() <= 1 || norm || name.find("stem") != std::string::npos ||
+        (audio && (name.find(".conv") != std::string::npos || name.find("_conv") != std::string::npos)))
+      type = ggml::F32;
+    else if (audio && shape.size() == 2 && (recipe == Recipe::Q8 || recipe == Recipe::Q4) &&
+             name.find("input_proj") == std::string::npos && shape.back() % kQuantBlock == 0)
+      type = ggml::Q8_0;
+    out.push_back({g, {t}, type, {shape.rbegin(), shape.rend()}});
+  }
+  return out;
+}
+
+// clip.* metadata of the towers (what llama.cpp's converter writes and load_mmproj reads).
+void write_tower_metadata(GgufWriter& w, const ModelConfig& c, const std::string& config_text, bool has_vision,
+                          bool has_audio, bool own_file, const std::string& name) {
+  if (own_file) {
+    w.set("general.architecture", std::string("clip"));
+    w.set("general.type", std::string("mmproj"));
+    w.set("general.name", name);
+  }
+  w.set("clip.has_vision_encoder", has_vision);
+  w.set("clip.has_audio_encoder", has_audio);
+  if (has_vision) {
+    w.set("clip.vision.projector_type", std::string("gemma3nv"));
+    w.set("clip.vision.projection_dim", uint32_t(c.text.hidden_size));
+    w.set("clip.vision.image_size", uint32_t(768));
+    w.set("clip.vision.patch_size", uint32_t(3));
+    w.set("clip.vision.embedding_length", uint32_t(c.vision.hidden_size));
+    w.set("clip.vision.feed_forward_length", uint32_t(4 * c.vision.hidden_size));
+    w.set("clip.vision.block_count", uint32_t(128));
+    w.set("clip.vision.attention.head_count", uint32_t(8));
+    w.set("clip.vision.attention.layer_norm_epsilon", c.vision.rms_norm_eps);
+    w.set("clip.vision.image_mean", std::vector<float>{0.0f, 0.0f, 0.0f});
+    w.set("clip.vision.image_std", std::vector<float>{1.0f, 1.0f, 1.0f});
+  }
+  if (has_audio) {
+    const AudioEncoderConfig a = AudioEncoderConfig::from_json(config_text);
+    w.set("clip.audio.projector_type", std::string("gemma3na"));
+    w.set("clip.audio.projection_dim", uint32_t(c.text.hidden_size));
+    w.set("clip.audio.embedding_length", uint32_t(a.hidden_size));
+    w.set("clip.audio.feed_forward_length", uint32_t(4 * a.hidden_size));
+    w.set("clip.audio.block_count", uint32_t(a.conf_num_hidden_layers));
+    w.set("clip.audio.attention.head_count", uint32_t(a.conf_num_attention_heads));
+    w.set("clip.audio.num_mel_bins", uint32_t(a.input_feat_size));
+    w.set("clip.audio.attention.layer_norm_epsilon", 1e-5f);
+  }
+}
+
+// Writes `plan`'s tensors (quantised row by row in parallel) after the header; a progress bar on a tty.
+void write_tensors(GgufWriter& w, const std::vector<Planned>& plan, ThreadPool& pool);
+
 }  // namespace
 
 Action register_quantize(CLI::App& app) {
   struct Args {
-    std::string model, out, type = "q4";
+    std::string model, out, type = "q4", mmproj_out;
     int threads = 0;
+    bool text_only = false;
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("quantize", "Write a checkpoint as one quantised GGUF file (llama.cpp's gemma3n layout)");
@@ -178,6 +250,10 @@ Action register_quantize(CLI::App& app) {
   cmd->add_option("--type", a->type, "q8 | q4 | f16 | f32")->check(CLI::IsMember({"q8", "q4", "f16", "f32"}));
   cmd->add_option("-o,--out", a->out, "Output .gguf file")->required();
   cmd->add_option("-t,--threads", a->threads, "Worker threads (0: all cores)");
+  cmd->add_option("--mmproj-out", a->mmproj_out,
+                  "Write the vision / audio towers to this separate file in llama.cpp's mmproj layout (the pair "
+                  "llama.cpp loads) instead of into the main file");
+  cmd->add_flag("--text-only", a->text_only, "Leave the vision / audio towers out");
   return [a] {
     namespace fs = std::filesystem;
     const auto t0 = std::chrono::steady_clock::now();
@@ -243,55 +319,90 @@ Action register_quantize(CLI::App& app) {
       plan.push_back(p);
     }
 
+    // The towers: in the same file (one file with every modality; llama.cpp cannot load it: it refuses
+    // tensors it does not know) or, with --mmproj-out, in llama.cpp's separate projector file.
+    const std::string config_text = read_file(fs::path(a->model) / "config.json");
+    const bool has_vision = config.multimodal && store.find("model.vision_tower.timm_model.conv_stem.conv.weight");
+    const bool has_audio =
+        config.multimodal && store.find("model.audio_tower.subsample_conv_projection.input_proj_linear.weight");
+    const bool with_towers = !a->text_only && (has_vision || has_audio);
+    if (!a->mmproj_out.empty() && !with_towers)
+      fail("--mmproj-out: ", a->model, a->text_only ? " (--text-only)" : "", " has no vision or audio tower to write");
+    std::vector<Planned> towers;
+    if (with_towers) towers = plan_towers(store, recipe);
+
     GgufWriter w(a->out);
     write_metadata(w, config, fs::path(a->model).filename().string());
     write_tokenizer(w, a->model, config.text.vocab_size);
-    uint64_t total = 0;
-    for (const auto& p : plan) total += ggml::row_bytes(p.type, p.dims[0]) * uint64_t(std::max<int64_t>(1, [&] {
-                                          int64_t r = 1;
-                                          for (size_t i = 1; i < p.dims.size(); ++i) r *= p.dims[i];
-                                          return r;
-                                        }()));
-    for (const auto& p : plan) w.add_tensor(p.gguf_name, p.type, p.dims);
-
-    ThreadPool pool(a->threads);
-    uint64_t done = 0;
-    const bool tty = ::isatty(2);
-    for (const auto& p : plan) {
-      for (size_t part = 0; part < p.parts.size(); ++part) {
-        const TensorView* t = p.parts[part];
-        const int64_t cols = t->shape.back(), real_rows = t->numel() / cols;
-        const int64_t rows = real_rows + (part + 1 == p.parts.size() ? p.pad_rows : 0);
-        const size_t out_row = ggml::row_bytes(p.type, cols);
-        // Rows in slabs, quantised in parallel, written in order.
-        const int64_t slab = std::max<int64_t>(1, (int64_t(8) << 20) / std::max<int64_t>(1, cols * 4));
-        std::vector<uint8_t> buf(size_t(slab) * out_row);
-        for (int64_t r0 = 0; r0 < rows; r0 += slab) {
-          const int64_t n = std::min(slab, rows - r0);
-          pool.parallel_for(n, 1, [&](int64_t i0, int64_t i1) {
-            thread_local std::vector<float> row;
-            row.resize(size_t(cols));
-            for (int64_t i = i0; i < i1; ++i) {
-              const int64_t r = r0 + i < real_rows ? r0 + i : 0;  // padding rows repeat row 0
-              to_f32(*t, r * cols, cols, row.data());
-              ggml::quantize_row(p.type, row.data(), buf.data() + size_t(i) * out_row, cols);
-            }
-          });
-          w.write(buf.data(), size_t(n) * out_row);
-          done += uint64_t(n) * out_row;
-          if (tty && total > 0)
-            std::fprintf(stderr, "\rquantizing [%-30.*s] %5.1f%%", int(30.0 * double(done) / double(total)),
-                         "##############################", 100.0 * double(done) / double(total));
-        }
-      }
+    if (with_towers && a->mmproj_out.empty()) {
+      write_tower_metadata(w, config, config_text, has_vision, has_audio, false, "");
+      plan.insert(plan.end(), towers.begin(), towers.end());
+      towers.clear();
     }
+    for (const auto& p : plan) w.add_tensor(p.gguf_name, p.type, p.dims);
+    ThreadPool pool(a->threads);
+    write_tensors(w, plan, pool);
     w.finish();
-    if (tty) std::fprintf(stderr, "\n");
     std::fprintf(stderr, "g3n quantize: wrote %s (%.2f GB, %zu tensors, %s) in %.1f s\n", a->out.c_str(),
                  double(fs::file_size(a->out)) / 1e9, plan.size(), a->type.c_str(),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (!towers.empty()) {
+      GgufWriter mw(a->mmproj_out);
+      write_tower_metadata(mw, config, config_text, has_vision, has_audio, true,
+                           fs::path(a->model).filename().string() + " mmproj");
+      for (const auto& p : towers) mw.add_tensor(p.gguf_name, p.type, p.dims);
+      write_tensors(mw, towers, pool);
+      mw.finish();
+      std::fprintf(stderr, "g3n quantize: wrote %s (%.2f GB, %zu tower tensors: llama.cpp's mmproj layout)\n",
+                   a->mmproj_out.c_str(), double(fs::file_size(a->mmproj_out)) / 1e9, towers.size());
+    }
     return 0;
   };
 }
+
+namespace {
+
+void write_tensors(GgufWriter& w, const std::vector<Planned>& plan, ThreadPool& pool) {
+  uint64_t total = 0;
+  for (const auto& p : plan) total += ggml::row_bytes(p.type, p.dims[0]) * uint64_t(std::max<int64_t>(1, [&] {
+                                        int64_t r = 1;
+                                        for (size_t i = 1; i < p.dims.size(); ++i) r *= p.dims[i];
+                                        return r;
+                                      }()));
+
+  uint64_t done = 0;
+  const bool tty = ::isatty(2);
+  for (const auto& p : plan) {
+    for (size_t part = 0; part < p.parts.size(); ++part) {
+      const TensorView* t = p.parts[part];
+      const int64_t cols = t->shape.back(), real_rows = t->numel() / cols;
+      const int64_t rows = real_rows + (part + 1 == p.parts.size() ? p.pad_rows : 0);
+      const size_t out_row = ggml::row_bytes(p.type, cols);
+      // Rows in slabs, quantised in parallel, written in order.
+      const int64_t slab = std::max<int64_t>(1, (int64_t(8) << 20) / std::max<int64_t>(1, cols * 4));
+      std::vector<uint8_t> buf(size_t(slab) * out_row);
+      for (int64_t r0 = 0; r0 < rows; r0 += slab) {
+        const int64_t n = std::min(slab, rows - r0);
+        pool.parallel_for(n, 1, [&](int64_t i0, int64_t i1) {
+          thread_local std::vector<float> row;
+          row.resize(size_t(cols));
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t r = r0 + i < real_rows ? r0 + i : 0;  // padding rows repeat row 0
+            to_f32(*t, r * cols, cols, row.data());
+            ggml::quantize_row(p.type, row.data(), buf.data() + size_t(i) * out_row, cols);
+          }
+        });
+        w.write(buf.data(), size_t(n) * out_row);
+        done += uint64_t(n) * out_row;
+        if (tty && total > 0)
+          std::fprintf(stderr, "\rquantizing [%-30.*s] %5.1f%%", int(30.0 * double(done) / double(total)),
+                       "##############################", 100.0 * double(done) / double(total));
+      }
+    }
+  }
+  if (tty) std::fprintf(stderr, "\n");
+}
+
+}  // namespace
 
 }  // namespace g3n::tools

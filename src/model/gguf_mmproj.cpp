@@ -476,13 +476,19 @@ std::string mmproj_gguf_name(const std::string& h) {
   return {};
 }
 
-MmprojModel load_mmproj(const std::string& path) {
+bool gguf_has_towers(const GgufFile& f) {
+  return f.get_bool("clip.has_vision_encoder", false) || f.get_bool("clip.has_audio_encoder", false);
+}
+
+MmprojModel load_mmproj(const std::string& path, bool embedded) {
   MmprojModel m;
   m.file = std::make_unique<GgufFile>(GgufFile::open(path));
   const GgufFile& f = *m.file;
 
   const std::string arch = f.get_string("general.architecture", "");
-  if (arch != "clip")
+  if (embedded) {
+    if (arch != "gemma3n") fail(path, ": towers are embedded in gemma3n files only (general.architecture is '", arch, "')");
+  } else if (arch != "clip")
     fail(path, ": general.architecture is '", arch, "', not 'clip': not a llama.cpp multimodal projector (mmproj)",
          arch == "gemma3n" || arch == "gemma3" ? "; this is a text model (give it with -m)" : "");
   m.has_vision = f.get_bool("clip.has_vision_encoder", false);

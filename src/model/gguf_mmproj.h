@@ -42,7 +42,12 @@ struct MmprojModel {
 // projector type that is not Gemma 3n's, a text-model GGUF given as mmproj, ...). Tensors are used in
 // place where their type allows (vision: F32/F16/BF16, others dequantised to F32 at load; audio matrices
 // also Q8_0/Q4_0 in place, other block types repacked to Q8_0).
-MmprojModel load_mmproj(const std::string& path);
+// `embedded`: the towers sit inside a Gemma 3n text GGUF (what `g3n quantize` writes by default: one file
+// with every modality, clip.* keys beside gemma3n.*); the architecture check is then skipped.
+MmprojModel load_mmproj(const std::string& path, bool embedded = false);
+
+// True when a GGUF file declares towers of its own (clip.has_vision_encoder / clip.has_audio_encoder).
+bool gguf_has_towers(const GgufFile& file);
 
 // The sizes of a text model an mmproj must match.
 struct TextModelSizes {

@@ -140,16 +140,18 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   }
   const WeightSource* source = impl.source.get();
   std::string origin = path;
-  if (!options.mmproj.empty()) {
+  const bool embedded_towers = options.mmproj.empty() && impl.gguf && gguf_has_towers(*impl.gguf);
+  if (!options.mmproj.empty() || embedded_towers) {
     // The towers (and the embedders' tables) come from the mmproj; the text model's tensors stay first.
     if (!config.text.is_gemma3n()) fail("--mmproj: ", path, " is not a Gemma 3n model (the mmproj holds Gemma 3n's towers)");
-    impl.mmproj = std::make_unique<MmprojModel>(load_mmproj(options.mmproj));
+    impl.mmproj = std::make_unique<MmprojModel>(embedded_towers ? load_mmproj(path, /*embedded=*/true)
+                                                                : load_mmproj(options.mmproj));
     attach_text_model(*impl.mmproj, {config.text.hidden_size, config.text.vocab_size});
     apply_mmproj(config, *impl.mmproj);
     impl.with_mmproj = std::make_unique<ChainedSource>(*impl.source, *impl.mmproj->source);
     source = impl.with_mmproj.get();
     config_json = impl.mmproj->config_json;
-    origin = path + " with " + options.mmproj;
+    if (!embedded_towers) origin = path + " with " + options.mmproj;
   }
   impl.media = std::make_unique<MediaEncoders>(config, std::move(config_json), *source, std::move(preprocessor_json),
                                                origin);

@@ -290,8 +290,7 @@ struct Server::Impl {
     const auto arrival = clock::now();
     check_auth(req);
     TranscriptionJob job = parse_transcription_request(req, translate);
-    if (!job.model.empty() && job.model != served.id)
-      throw ApiError(404, "The model '" + job.model + "' does not exist", "model", "model_not_found");
+    const std::string profile = job.model.empty() ? std::string() : profile_of(served, job.model);  // 404 if unknown
     if (!model.supports_audio())
       throw ApiError(400, "this model has no audio tower, so it cannot transcribe", "file", "unsupported_media");
     std::vector<MediaEmbedding> clips;
@@ -317,6 +316,7 @@ struct Server::Impl {
       Job as_job;
       as_job.gen = requests[i];
       as_job.embeddings = placed[i];
+      as_job.profile = profile;
       GenerateResult r = run_job(*lease, as_job, arrival, {});
       if (r.finish_reason == "cancelled") throw ApiError(503, "the server is shutting down", "", "server_shutting_down");
       const std::string text = translate ? translation_part(r.text, "English") : r.text;

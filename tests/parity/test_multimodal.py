@@ -426,3 +426,29 @@ def test_video_frames_go_in_as_images(g3n, tiny_mm, tmp_path):
     p = g3n.run("run", "-m", tiny_mm, "--video", clip, "--max-frames", "2", "Describe.", "-n", "2", "-v")
     check_ok(p, "run --video")
     assert "-> 2 frames" in p.stderr, p.stderr
+
+
+def test_quantize_one_file_with_every_modality(g3n, tiny_mm, media, tmp_path):
+    """`g3n quantize` keeps the towers: in the same GGUF by default (one file with every modality), or in a
+    separate llama.cpp-layout mmproj with --mmproj-out. At F32 both equal the checkpoint directory; at Q8_0 the
+    one file still runs images and audio with mostly the same greedy choices."""
+    one, text, mm = tmp_path / "one.gguf", tmp_path / "text.gguf", tmp_path / "text.mmproj.gguf"
+    check_ok(g3n.run("quantize", "-m", tiny_mm, "--type", "f32", "--out", one), "quantize one file")
+    check_ok(g3n.run("quantize", "-m", tiny_mm, "--type", "f32", "--out", text, "--mmproj-out", mm), "quantize pair")
+    q8 = tmp_path / "q8.gguf"
+    check_ok(g3n.run("quantize", "-m", tiny_mm, "--type", "q8", "--out", q8), "quantize q8")
+    args = ["--prompt", "See <image_soft_token> hear <audio_soft_token>", "--chat",
+            *media_args([media["img_b"]], [media["clip_7s"]])]
+    out = {}
+    for name, m in {"dir": ["-m", tiny_mm], "one": ["-m", one], "pair": ["-m", text, "--mmproj", mm],
+                    "q8": ["-m", q8]}.items():
+        check_ok(g3n.run("score", *m, *args, "--out", tmp_path / f"{name}.npy"), f"score {name}")
+        out[name] = np.load(tmp_path / f"{name}.npy")
+    assert np.array_equal(out["one"], out["pair"])
+    assert np.abs(out["one"] - out["dir"]).max() <= 1e-4
+    # (random logits are near-ties everywhere: Q8_0 keeps ~90% of the greedy choices of this tiny model)
+    assert (out["q8"].argmax(-1) == out["dir"].argmax(-1)).mean() >= 0.8
+    p = g3n.run("quantize", "-m", tiny_mm, "--type", "q8", "--out", tmp_path / "t.gguf", "--text-only")
+    check_ok(p, "quantize --text-only")
+    p = g3n.run("score", "-m", tmp_path / "t.gguf", *args, "--out", tmp_path / "x.npy")
+    assert p.returncode == 1 and "has no vision tower" in p.stderr, p.stderr

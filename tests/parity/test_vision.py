@@ -443,9 +443,10 @@ def test_vision_config_errors(g3n, tiny_vision, tmp_path):
     assert "mobilenetv5_base" in run_with(vc)
 
 
-def test_encoder_full_size(g3n, tmp_path, record, _torch_threads):
-    """The real mobilenetv5_300m_enc (294M random parameters, saved as bfloat16 like the released checkpoints)
-    at 256 px: ~20 s in all (building the model dominates). G3N_TEST_VISION_FULL=0 skips it."""
+@pytest.fixture(scope="module")
+def full_vision(tmp_path_factory, _torch_threads):
+    """The real mobilenetv5_300m_enc (294M random parameters, saved as bfloat16 like the released checkpoints);
+    the float32 reference runs the same bf16-rounded weights. G3N_TEST_VISION_FULL=0 skips it."""
     if os.environ.get("G3N_TEST_VISION_FULL", "1") in ("0", "false", "no"):
         pytest.skip("G3N_TEST_VISION_FULL=0: real-shape MobileNet-V5 skipped")
     _timm_or_skip()
@@ -460,19 +461,26 @@ def test_encoder_full_size(g3n, tmp_path, record, _torch_threads):
     model = gm.instantiate(Gemma3nConfig(text_config=Gemma3nTextConfig(**kw), vision_config=Gemma3nVisionConfig(),
                                          audio_config=ac))
     randomise_vision_(model, 1)
-    d = tmp_path / "full"
-    model.to(torch.bfloat16)  # in place; the float32 reference below runs the same bf16-rounded weights
+    d = tmp_path_factory.mktemp("vision_full") / "full"
+    model.to(torch.bfloat16)  # in place
     model.save_pretrained(d, safe_serialization=True)
     model.float()
-    build = time.perf_counter() - t0
-    pixels = np.random.default_rng(1).random((3, 256, 256), dtype=np.float32)
+    return model, d, time.perf_counter() - t0
+
+
+# 256 px always (~20 s in all, building the model dominates); 512 and 768 with G3N_TEST_VISION_FULL=all.
+@pytest.mark.parametrize("size", [256, 512, 768])
+def test_encoder_full_size(g3n, full_vision, tmp_path, record, size):
+    if size != 256 and os.environ.get("G3N_TEST_VISION_FULL", "1") != "all":
+        pytest.skip("G3N_TEST_VISION_FULL=all runs the real-shape tower at 512 and 768 px too")
+    model, d, build = full_vision
+    pixels = np.random.default_rng(size).random((3, size, size), dtype=np.float32)
     t0 = time.perf_counter()
     ref_tok, _ = reference_soft_tokens(model, pixels)
     t_ref = time.perf_counter() - t0
-    del model
-    tok, _, dt = run_encoder(g3n, d, pixels, tmp_path, "full")
+    tok, _, dt = run_encoder(g3n, d, pixels, tmp_path, f"full{size}")
     e = rel_err(tok, ref_tok)
-    record("vision 300m bf16", "encoder 256", f"rel tok={e:.1e}", e <= TOL_REL,
+    record("vision 300m bf16", f"encoder {size}", f"rel tok={e:.1e}", e <= TOL_REL,
            f"g3n {dt:.1f}s ref {t_ref:.1f}s build {build:.0f}s")
     assert e <= TOL_REL
 

@@ -2,15 +2,13 @@
 
 - chat completions, plain and streamed (chunks, usage in the last chunk, `data: [DONE]`), completions, models;
 - the server's answer is `g3n run`'s answer: greedy, seeded sampling, and stop strings;
-- a conversation continued on the server reuses the slot's cached prefix;
-- the web page is served.
+- a conversation continued on the server reuses the slot's cached prefix.
+The web page: test_web_page.py.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -233,36 +231,3 @@ def test_image_and_audio_parts_equal_g3n_run(g3n, tiny, client, model_id, tmp_pa
     parts[0] = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(other.read_bytes()).decode()}}
     third = client.chat.completions.create(model=model_id, messages=msgs, temperature=0, max_tokens=6)
     assert third.usage.prompt_tokens_details.cached_tokens < 16, third.usage
-
-
-def test_web_page(server):
-    status, headers, data = server.request("GET", "/")
-    assert status == 200
-    assert headers["content-type"].startswith("text/html")
-    page = data.decode()
-    assert page.lstrip().lower().startswith("<!doctype html>")
-    for needle in ("/v1/chat/completions", "/v1/models", "getReader", "tokens/s", "not available in this build"):
-        assert needle in page, needle
-
-
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run the page's script")
-def test_web_page_script_streams_an_answer(server, client, model_id):
-    page = Path(__file__).resolve().parents[2] / "src" / "server" / "web" / "index.html.inc"
-    p = subprocess.run(["node", str(Path(__file__).with_name("page_check.js")), str(page), server.base_url],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    out = json.loads(p.stdout)
-    assert "exception" not in out, out["exception"]
-    assert out["models"] == [model_id]
-    assert out["messages"] == 2 and not out["error"], out
-    expected = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "Hello from the page"}],
-                                              temperature=0, max_tokens=8).choices[0].message.content
-    assert out["history"] == [{"role": "user", "content": "Hello from the page"},
-                              {"role": "assistant", "content": expected}]
-    assert out["assistant_html"]
-    assert "tokens" in out["stats"] and "tokens/s" in out["stats"], out["stats"]
-    md = out["markdown"]
-    assert "<strong>bold</strong>" in md and "<code>a&lt;b&gt;</code>" in md
-    assert "<ul><li>one</li><li>two</li></ul>" in md and "<ol><li>first</li></ol>" in md
-    assert "<pre><code>&lt;script&gt;alert(1)&lt;/script&gt;</code></pre>" in md
-    assert "<script>" not in md and "<img" not in md  # everything the model writes is escaped

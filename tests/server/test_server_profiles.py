@@ -56,3 +56,20 @@ def test_bad_profile_option_is_refused(g3n, tiny):
     assert p.returncode == 1 and "NAME=SPEC" in p.stderr, p.stderr
     p = g3n.run("serve", "-m", tiny, "--port", "0", "--profile", "x=skip=99")
     assert p.returncode == 1 and "99" in p.stderr, p.stderr
+
+
+def test_transcription_with_a_profile(profiled, tiny, tmp_path):
+    import struct
+
+    import numpy as np
+
+    s, client = profiled
+    x = (0.2 * np.random.default_rng(1).standard_normal(16000 * 2)).astype("<f4").tobytes()
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(x)) + b"WAVEfmt " +
+                    struct.pack("<IHHIIHH", 16, 3, 1, 16000, 64000, 4, 32) + b"data" + struct.pack("<I", len(x)) + x)
+    with wav.open("rb") as f:
+        r = client.audio.transcriptions.create(model=f"{tiny.name}/small", file=f, extra_body={"max_tokens": 4})
+    assert isinstance(r.text, str)
+    with wav.open("rb") as f, pytest.raises(openai.NotFoundError):
+        client.audio.transcriptions.create(model=f"{tiny.name}/huge", file=f)
