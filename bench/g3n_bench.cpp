@@ -1,7 +1,7 @@
 // g3n_bench: prefill and decode speed, time to first token, memory, and the bandwidth roofline of
 // one model on this machine. Prints one JSON object (bench/compare.py puts it beside llama.cpp's).
 //
-//   g3n_bench -m DIR [--threads N] [--prefill 128,512] [--decode 128]
+//   g3n_bench -m DIR [--threads N] [--prefill 128,512] [--decode 128] [--profile NAME]
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -15,6 +15,7 @@
 #include "base/thread_pool.h"
 #include "g3n/engine.h"
 #include "model/config.h"
+#include "model/matformer.h"
 #include "model/text_decoder.h"
 
 namespace {
@@ -63,12 +64,27 @@ double measure_bandwidth(g3n::ThreadPool& pool) {
 
 // Bytes of weights one decode token reads: every projection of every layer (a KV-shared layer has no
 // K/V projections to read), the PLE row, the per-layer projection, the AltUp projections and the LM head.
-uint64_t decode_weight_bytes(const g3n::Model& model) {
+// Under a MatFormer profile: the kept layers only, each FFN at its width, the kept layers' share of the
+// PLE row and of the per-layer projection.
+uint64_t decode_weight_bytes(const g3n::Model& model, const g3n::MatformerProfile& profile) {
   const g3n::TextWeights& w = model.decoder().weights();
-  uint64_t b = 0;
-  for (const g3n::TensorView* t : w.core_tensors()) b += g3n::dtype_bytes(t->dtype, t->numel());
+  const g3n::TextConfig& c = model.config().text;
+  auto bytes = [](const g3n::TensorView& t) -> uint64_t { return t.valid() ? g3n::dtype_bytes(t.dtype, t.numel()) : 0; };
+  const uint64_t kept = profile.layers.size(), L = uint64_t(c.num_hidden_layers);
+  uint64_t b = bytes(w.embed_tokens) + bytes(w.per_layer_model_projection) * kept / L;
+  for (const auto& t : w.altup_projections) b += bytes(t);
+  for (const auto& t : w.altup_unembed_projections) b += bytes(t);
+  for (size_t i = 0; i < profile.layers.size(); ++i) {
+    const g3n::TextLayerWeights& l = w.layers[size_t(profile.layers[i])];
+    for (const g3n::TensorView* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.laurel_left, &l.laurel_right,
+                                     &l.per_layer_input_gate, &l.per_layer_projection})
+      b += bytes(*t);
+    const uint64_t F = uint64_t(c.intermediate_size[size_t(profile.layers[i])]);
+    const uint64_t width = profile.ffn_widths[i] > 0 ? uint64_t(profile.ffn_widths[i]) : F;
+    b += (bytes(l.gate_proj) + bytes(l.up_proj) + bytes(l.down_proj)) * width / F;
+  }
   const auto& ple = w.embed_tokens_per_layer;
-  b += ple.row_bytes();  // one row
+  if (ple.valid()) b += ple.row_bytes() * kept / L;  // one row
   return b;
 }
 
@@ -81,11 +97,13 @@ int main(int argc, char** argv) {
   std::vector<int64_t> prefill = {128, 512};
   int64_t decode = 128;
   bool bandwidth = true;
+  std::string profile;
   app.add_option("-m,--model", model_dir, "Checkpoint directory")->required();
   app.add_option("-t,--threads", threads, "Threads");
   app.add_option("--prefill", prefill, "Prompt lengths to time")->delimiter(',');
   app.add_option("--decode", decode, "Tokens to decode after a 128-token prompt");
   app.add_flag("!--no-bandwidth", bandwidth, "Skip the memory bandwidth measurement");
+  app.add_option("--profile", profile, "MatFormer profile every session runs (see g3n run --profile)");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -97,12 +115,15 @@ int main(int argc, char** argv) {
     out["load_seconds"] = seconds(t_load, clock_type::now());
     out["threads"] = model->pool().size();
     out["model"] = model_dir;
+    g3n::SessionOptions so;
+    so.profile = profile;
+    if (!profile.empty()) out["profile"] = profile;
 
     for (int64_t n : prefill) {
       const auto ids = random_ids(n, uint32_t(n));
       double best = 1e30;
       for (int rep = 0; rep < 2; ++rep) {
-        g3n::Session s(*model);
+        g3n::Session s(*model, so);
         const auto t0 = clock_type::now();
         s.feed(ids);
         best = std::min(best, seconds(t0, clock_type::now()));
@@ -112,7 +133,7 @@ int main(int argc, char** argv) {
 
     {
       const auto ids = random_ids(128, 7);
-      g3n::Session s(*model);
+      g3n::Session s(*model, so);
       const auto t0 = clock_type::now();
       const std::vector<float>* logits = &s.feed(ids);
       int32_t next = g3n::argmax(logits->data(), model->vocab_size());
@@ -134,7 +155,9 @@ int main(int argc, char** argv) {
     ::getrusage(RUSAGE_SELF, &ru);
     out["peak_rss_bytes"] = uint64_t(ru.ru_maxrss) * 1024;
 
-    const uint64_t bytes = decode_weight_bytes(*model);
+    const g3n::TextConfig& tc = model->config().text;
+    const g3n::MatformerProfile mp = profile.empty() ? g3n::full_profile(tc) : g3n::resolve_profile(profile, tc);
+    const uint64_t bytes = decode_weight_bytes(*model, mp);
     out["decode_weight_bytes_per_token"] = bytes;
     if (bandwidth) {
       const double bw = measure_bandwidth(model->pool());

@@ -136,6 +136,14 @@ class Session {
   // Exact: a rewind the sliding-window cache cannot serve falls back to a fresh prefill.
   const std::vector<float>& sync(const std::vector<int32_t>& ids, const PromptEmbeddings* media = nullptr);
 
+  // One decoded token in each of several sessions at once: a single pass over the weights serves them
+  // all (continuous batching). Sessions must be distinct, of the same model and MatFormer profile, and
+  // each gets its token appended; its logits are then last_logits(). Each row sees only its own
+  // sequence; the result equals feeding the tokens one session at a time up to float summation order.
+  static void decode_batch(const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens);
+  // The logits the last feed / sync / decode_batch produced for this session's last token [vocab].
+  const std::vector<float>& last_logits() const;
+
   int64_t position() const;                   // tokens in the sequence so far
   int64_t context_length() const;             // the model's max_position_embeddings
   const Model& model() const;

@@ -42,9 +42,12 @@ namespace g3n::kernels::detail {
 
 struct MatmulJob {
   DType dtype = DType::F32;
-  const uint8_t* w = nullptr;  // [out] rows of row_bytes
+  const uint8_t* w = nullptr;  // [out] rows of row_bytes, of which the first `in` elements are used
   size_t row_bytes = 0;
   int64_t in = 0, out = 0, n_tokens = 0;
+  // Software prefetches along a row go no further than this byte offset: a column prefix (rows longer
+  // than `in`) must not pull in the unused rest of each row. Dense rows: no limit.
+  int64_t prefetch_limit = INT64_MAX;
   const float* x = nullptr;  // [n_tokens] rows of x_stride floats
   int64_t x_stride = 0;
   // int8 activations of block types: xq [n_tokens][in], xd and xsum [n_tokens][in / 32].
@@ -222,7 +225,7 @@ struct FloatKernel {
       V xv[T];
       for (int tt = 0; tt < T; ++tt) xv[tt] = hn::LoadU(df, xt[tt] + i);
       for (int rr = 0; rr < R; ++rr) {
-        hwy::Prefetch(wr[rr] + i * int64_t(dtype_size(kT)) + kPrefetchBytes);
+        hwy::Prefetch(wr[rr] + std::min(i * int64_t(dtype_size(kT)) + kPrefetchBytes, j.prefetch_limit));
         const V wv = LoadWeights<kT>(df, wr[rr], i);
         for (int tt = 0; tt < T; ++tt) acc[rr][tt] = hn::MulAdd(wv, xv[tt], acc[rr][tt]);
       }
@@ -300,7 +303,7 @@ struct QuantInt8Kernel {
       }
       for (int rr = 0; rr < R; ++rr) {
         const uint8_t* blk = wr[rr] + size_t(b) * bb;
-        hwy::Prefetch(blk + kPrefetchBytes);
+        hwy::Prefetch(wr[rr] + std::min(b * int64_t(bb) + kPrefetchBytes, j.prefetch_limit));
         VI16 wv[K];
         ExpandBlockI16<kT>(d16, blk, wv);
         const VF dw = hn::Set(df, HalfToFloat(blk));
@@ -367,7 +370,7 @@ struct QuantFloatKernel {
         for (size_t k = 0; k < K; ++k) xv[tt][k] = hn::LoadU(df, xt[tt] + b * kQuantBlock + k * N);
       for (int rr = 0; rr < R; ++rr) {
         const uint8_t* blk = wr[rr] + size_t(b) * bb;
-        hwy::Prefetch(blk + kPrefetchBytes);
+        hwy::Prefetch(wr[rr] + std::min(b * int64_t(bb) + kPrefetchBytes, j.prefetch_limit));
         VF wv[K];
         ExpandBlockF32<kT>(df, blk, wv);
         const VF dw = hn::Set(df, HalfToFloat(blk));
@@ -423,7 +426,8 @@ struct VnniKernel {
       for (int rr = 0; rr < R; ++rr) {
         const uint8_t* b0 = wr[rr] + size_t(2 * p) * bb;
         const uint8_t* b1 = b0 + bb;
-        _mm_prefetch(reinterpret_cast<const char*>(b0) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(wr[rr]) + std::min(2 * p * int64_t(bb) + kPrefetchBytes, j.prefetch_limit),
+                     _MM_HINT_T0);
         uint16_t h0, h1 = 0;
         std::memcpy(&h0, b0, 2);
         if (second) std::memcpy(&h1, b1, 2);
@@ -726,6 +730,17 @@ void check_matrix(const TensorView& w, const char* what) {
               " values are not whole blocks of ", kQuantBlock);
 }
 
+// The columns a product uses: all, or a prefix of whole blocks.
+int64_t checked_columns(const TensorView& w, int64_t columns, const char* what) {
+  if (columns == 0) return w.dim(1);
+  G3N_CHECK(columns > 0 && columns <= w.dim(1), what, ": a prefix of ", columns, " columns of a ", shape_str(w.shape),
+            " tensor");
+  G3N_CHECK(!dtype_is_quantized(w.dtype) || columns % kQuantBlock == 0, what, ": a prefix of ", columns,
+            " columns of ", dtype_name(w.dtype), " weights is not whole blocks of ", kQuantBlock,
+            " (a MatFormer width on quantised weights must be a multiple of ", kQuantBlock, ")");
+  return columns;
+}
+
 }  // namespace
 
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool, int64_t x_stride,
@@ -739,13 +754,14 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, Thr
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
             const MatmulOptions& options) {
   check_matrix(w, "matmul");
-  const int64_t out = w.dim(0), in = w.dim(1);
+  const int64_t out = w.dim(0), in = checked_columns(w, options.columns, "matmul");
   if (n_tokens <= 0 || out == 0) return;
   detail::MatmulJob j;
   j.dtype = w.dtype;
   j.w = static_cast<const uint8_t*>(w.data);
-  j.row_bytes = w.row_bytes();
+  j.row_bytes = w.row_bytes();  // the stored stride, also for a column prefix
   j.in = in;
+  if (in < w.dim(1)) j.prefetch_limit = int64_t(dtype_bytes(w.dtype, in)) - 1;
   j.out = out;
   j.n_tokens = n_tokens;
   j.x = x;
@@ -780,7 +796,7 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, Thr
   }
   // Prefill walks rows in chunks of about 256 KiB of weights and tokens in blocks of about 512 KiB
   // of activations (as the kernels read them), so both stay in L2 while the tiles pass.
-  j.row_chunk = std::clamp<int64_t>(int64_t((256 << 10) / std::max<size_t>(1, j.row_bytes)) / 4 * 4, 4, 256);
+  j.row_chunk = std::clamp<int64_t>(int64_t((256 << 10) / std::max<size_t>(1, dtype_bytes(w.dtype, in))) / 4 * 4, 4, 256);
   const int64_t act_bytes = !j.int8_act ? 4 * in : j.vnni ? 3 * in : in;
   j.token_block = std::max<int64_t>(12, (512 << 10) / std::max<int64_t>(1, act_bytes) / 12 * 12);
   // Work is split in tiles of 4 rows; a task gets at least ~64k multiply-adds.
@@ -932,9 +948,9 @@ void matmul_rows_portable(const MatmulJob& j, int64_t r0, int64_t r1) {
   thread_local std::vector<float> row;
   const int64_t nb = j.in / kQuantBlock;
   const size_t bb = dtype_size(j.dtype);
-  const TensorView view{j.dtype, {j.out, j.in}, j.w};
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* wr = j.w + size_t(r) * j.row_bytes;
+    const TensorView view{j.dtype, {1, j.in}, wr};  // the used prefix of row r
     if (j.int8_act) {
       for (int64_t t = 0; t < j.n_tokens; ++t) {
         float s = 0.0f;
@@ -949,7 +965,7 @@ void matmul_rows_portable(const MatmulJob& j, int64_t r0, int64_t r1) {
       }
     } else {
       row.resize(size_t(j.in));
-      to_f32(view, r * j.in, j.in, row.data());
+      to_f32(view, 0, j.in, row.data());
       for (int64_t t = 0; t < j.n_tokens; ++t)
         j.y[t * j.y_stride + r] = dot_portable(row.data(), j.x + t * j.x_stride, j.in);
     }
@@ -975,26 +991,38 @@ void sum_rows_portable(const SparseJob& j, int64_t o0, int64_t o1) {
 }  // namespace detail
 
 void matmul_reference(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
-  const int64_t out = w.dim(0), in = w.dim(1);
-  std::vector<float> row(static_cast<size_t>(in));
+  matmul_reference(w, x, n_tokens, y, MatmulOptions{});
+}
+
+void matmul_reference(const TensorView& w, const float* x, int64_t n_tokens, float* y, const MatmulOptions& options) {
+  check_matrix(w, "matmul_reference");
+  const int64_t out = w.dim(0), full = w.dim(1), in = checked_columns(w, options.columns, "matmul_reference");
+  const int64_t xs = options.x_stride ? options.x_stride : in, ys = options.y_stride ? options.y_stride : out;
+  std::vector<float> row(static_cast<size_t>(full));
   for (int64_t r = 0; r < out; ++r) {
-    to_f32(w, r * in, in, row.data());
+    to_f32(w, r * full, in, row.data());  // element by element from the row's start: the prefix only
     for (int64_t t = 0; t < n_tokens; ++t) {
       double s = 0;
-      for (int64_t i = 0; i < in; ++i) s += double(row[size_t(i)]) * double(x[t * in + i]);
-      y[t * out + r] = float(s);
+      for (int64_t i = 0; i < in; ++i) s += double(row[size_t(i)]) * double(x[t * xs + i]);
+      y[t * ys + r] = float(s);
     }
   }
 }
 
 void matmul_reference_int8(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
+  matmul_reference_int8(w, x, n_tokens, y, MatmulOptions{});
+}
+
+void matmul_reference_int8(const TensorView& w, const float* x, int64_t n_tokens, float* y,
+                           const MatmulOptions& options) {
   check_matrix(w, "matmul_reference_int8");
   G3N_CHECK(dtype_is_quantized(w.dtype), "matmul_reference_int8: ", dtype_name(w.dtype), " is not a block type");
-  const int64_t out = w.dim(0), in = w.dim(1), nb = in / kQuantBlock;
+  const int64_t out = w.dim(0), in = checked_columns(w, options.columns, "matmul_reference_int8"), nb = in / kQuantBlock;
+  const int64_t xs = options.x_stride ? options.x_stride : in, ys = options.y_stride ? options.y_stride : out;
   std::vector<int8_t> xq(size_t(n_tokens * in));
   std::vector<float> xd(size_t(n_tokens * nb));
   for (int64_t t = 0; t < n_tokens; ++t)
-    quant::quantize_row_q8_act(x + t * in, in, xq.data() + t * in, xd.data() + t * nb, nullptr);
+    quant::quantize_row_q8_act(x + t * xs, in, xq.data() + t * in, xd.data() + t * nb, nullptr);
   const auto* base = static_cast<const uint8_t*>(w.data);
   const size_t bb = dtype_size(w.dtype);
   for (int64_t r = 0; r < out; ++r) {
@@ -1009,7 +1037,7 @@ void matmul_reference_int8(const TensorView& w, const float* x, int64_t n_tokens
         std::memcpy(&h, blk, 2);
         s += double(isum) * double(xd[size_t(t * nb + b)]) * double(f16_to_f32(h));
       }
-      y[t * out + r] = float(s);
+      y[t * ys + r] = float(s);
     }
   }
 }

@@ -32,23 +32,31 @@ struct MatmulOptions {
   int64_t x_stride = 0;  // row stride of x in floats (0 = in)
   int64_t y_stride = 0;  // row stride of y in floats (0 = out)
   QuantActivations quant_activations = QuantActivations::kInt8;
+  // Multiply by the first `columns` columns of w only (0 = all): a strided view whose rows keep their
+  // stored stride, so only that prefix of every row is read (a MatFormer FFN width of a down
+  // projection). Then in = columns everywhere below. Block types: a multiple of 32 (whole blocks).
+  int64_t columns = 0;
 };
 
-// y[t][o] = sum_i w[o][i] * x[t][i] for o in [0, out), t in [0, n_tokens).
-// `x_stride` / `y_stride` are row strides in floats (0 = dense: in / out). For block types, in must
-// be a multiple of 32. x and y need no alignment; y must not overlap x.
+// y[t][o] = sum_i w[o][i] * x[t][i] for o in [0, out), i in [0, in), t in [0, n_tokens); in = w's
+// columns or options.columns. `x_stride` / `y_stride` are row strides in floats (0 = dense: in /
+// out). For block types, in must be a multiple of 32. x and y need no alignment; y must not overlap x.
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
             int64_t x_stride = 0, int64_t y_stride = 0);
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
             const MatmulOptions& options);
 
 // Scalar oracle: the same product computed in double from the dequantised weights and the float
-// activations, one element at a time. For tests.
+// activations, one element at a time. For tests. The options form honours x_stride, y_stride and
+// columns (quant_activations is ignored: this is the float product).
 void matmul_reference(const TensorView& w, const float* x, int64_t n_tokens, float* y);
+void matmul_reference(const TensorView& w, const float* x, int64_t n_tokens, float* y, const MatmulOptions& options);
 
 // Scalar oracle of the kInt8 path for block types: x quantised by quant::quantize_row_q8_act, exact
 // integer block dot products, scaled by d_w * d_x and summed in double.
 void matmul_reference_int8(const TensorView& w, const float* x, int64_t n_tokens, float* y);
+void matmul_reference_int8(const TensorView& w, const float* x, int64_t n_tokens, float* y,
+                           const MatmulOptions& options);
 
 // Dot product of two float32 vectors.
 float dot(const float* a, const float* b, int64_t n);

@@ -29,6 +29,17 @@ void grow(std::vector<float>& v, int64_t n) {
   if (int64_t(v.size()) < n) v.resize(size_t(n));
 }
 
+// Calls fn(first, last) for every run of consecutive kept layers of a profile.
+template <class Fn>
+void for_each_layer_run(const MatformerProfile& p, const Fn& fn) {
+  for (size_t i = 0; i < p.layers.size();) {
+    size_t j = i;
+    while (j + 1 < p.layers.size() && p.layers[j + 1] == p.layers[j] + 1) ++j;
+    fn(p.layers[i], p.layers[j]);
+    i = j + 1;
+  }
+}
+
 // Renormalises y to the RMS `target` (reference: y * target / sqrt(max(mean(y^2), 1e-5))).
 void match_magnitude(float* y, int64_t n, float target) {
   double s = 0;
@@ -92,24 +103,39 @@ void TextDecoder::embed_multimodal(const EmbedderWeights& e, const MultimodalEmb
 }
 
 // Per-layer inputs [n, L, P]: (RMSNorm(W_proj x0 / sqrt(D)) + PLE[id] * sqrt(P)) / sqrt(2).
-// The PLE table is read one row per token straight from the mapping.
-void TextDecoder::per_layer_inputs(const int32_t* ids, int64_t n, DecoderScratch& s, ThreadPool& pool) const {
+// The PLE table is read one row per token straight from the mapping. Only the kept layers' slices
+// are computed (their PLE column blocks and projection row blocks are all that is read); the slices
+// of skipped layers are left unset and never read.
+void TextDecoder::per_layer_inputs(const int32_t* ids, int64_t n, const MatformerProfile& profile, DecoderScratch& s,
+                                   ThreadPool& pool) const {
   const TextConfig& c = config_.text;
   const int64_t D = c.hidden_size, P = c.hidden_size_per_layer_input, LP = int64_t(c.num_hidden_layers) * P;
   grow(s.pli, n * LP);
   grow(s.pl_gate, LP);
-  matmul(w_.per_layer_model_projection, s.x0.data(), n, s.pli.data(), pool);
+  // Each run of consecutive kept layers is one matmul and one table read. A block-type table whose
+  // per-layer slices are not whole blocks is read as whole rows.
+  const bool slice_table = !dtype_is_quantized(w_.embed_tokens_per_layer.dtype) || P % kQuantBlock == 0;
+  for_each_layer_run(profile, [&](int first, int last) {
+    TensorView proj = w_.per_layer_model_projection;  // rows [first * P, (last + 1) * P)
+    proj.data = proj.row(int64_t(first) * P);
+    proj.shape[0] = int64_t(last - first + 1) * P;
+    matmul(proj, s.x0.data(), n, s.pli.data() + int64_t(first) * P, pool, 0, LP);
+  });
   const float proj_scale = 1.0f / std::sqrt(float(D));
   const float ple_scale = std::sqrt(float(P));
   const float input_scale = 1.0f / std::sqrt(2.0f);
   for (int64_t t = 0; t < n; ++t) {
     float* row = s.pli.data() + t * LP;
     const int64_t ple_id = (ids[t] >= 0 && ids[t] < c.vocab_size_per_layer_input) ? ids[t] : 0;
-    to_f32(w_.embed_tokens_per_layer, ple_id * LP, LP, s.pl_gate.data());
-    for (int64_t i = 0; i < LP; ++i) row[i] *= proj_scale;
-    for (int l = 0; l < c.num_hidden_layers; ++l)
-      rms_norm(row + l * P, w_.per_layer_projection_norm.data(), P, c.rms_norm_eps, row + l * P);
-    for (int64_t i = 0; i < LP; ++i) row[i] = (row[i] + s.pl_gate[size_t(i)] * ple_scale) * input_scale;
+    if (!slice_table) to_f32(w_.embed_tokens_per_layer, ple_id * LP, LP, s.pl_gate.data());
+    for_each_layer_run(profile, [&](int first, int last) {
+      const int64_t i0 = int64_t(first) * P, i1 = int64_t(last + 1) * P;
+      if (slice_table) to_f32(w_.embed_tokens_per_layer, ple_id * LP + i0, i1 - i0, s.pl_gate.data() + i0);
+      for (int64_t i = i0; i < i1; ++i) row[i] *= proj_scale;
+      for (int l = first; l <= last; ++l)
+        rms_norm(row + l * P, w_.per_layer_projection_norm.data(), P, c.rms_norm_eps, row + l * P);
+      for (int64_t i = i0; i < i1; ++i) row[i] = (row[i] + s.pl_gate[size_t(i)] * ple_scale) * input_scale;
+    });
   }
 }
 
@@ -139,11 +165,33 @@ void TextDecoder::router(const TextLayerWeights& w, const float* x, float* out) 
 
 void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s,
                           ThreadPool& pool, float* logits_out, bool all_logits, const ForwardOptions& options) const {
-  const TextConfig& c = config_.text;
   G3N_CHECK(n > 0 && n <= cache.max_chunk(), "internal: chunk of ", n, " tokens exceeds the cache chunk ",
             cache.max_chunk());
-  const int64_t D = c.hidden_size, K = c.altup_num_inputs;
   cache.reserve(start_pos + n);
+  RowPlacement rows;
+  rows.cache = &cache;
+  rows.start_pos = start_pos;
+  forward_rows(ids, n, rows, s, pool, logits_out, all_logits, options);
+}
+
+void TextDecoder::forward_batch(const int32_t* ids, int64_t n, const std::vector<KvCache*>& caches,
+                                const std::vector<int64_t>& positions, DecoderScratch& s, ThreadPool& pool,
+                                float* logits_out, const ForwardOptions& options) const {
+  G3N_CHECK(n > 0 && int64_t(caches.size()) == n && int64_t(positions.size()) == n,
+            "internal: a batch of ", n, " rows needs as many caches and positions");
+  for (int64_t t = 0; t < n; ++t) caches[size_t(t)]->reserve(positions[size_t(t)] + 1);
+  RowPlacement rows;
+  rows.caches = &caches;
+  rows.positions = &positions;
+  ForwardOptions o = options;
+  o.embedding_overrides = nullptr;
+  forward_rows(ids, n, rows, s, pool, logits_out, /*all_logits=*/true, o);
+}
+
+void TextDecoder::forward_rows(const int32_t* ids, int64_t n, RowPlacement rows, DecoderScratch& s, ThreadPool& pool,
+                               float* logits_out, bool all_logits, const ForwardOptions& options) const {
+  const TextConfig& c = config_.text;
+  const int64_t D = c.hidden_size, K = c.altup_num_inputs;
 
   embed(ids, n, s, pool);
   if (options.embedding_overrides) {
@@ -156,11 +204,12 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
     // Gemma 3: one residual stream, plain pre/post-norm blocks.
     grow(s.streams, n * D);
     std::copy(s.x0.begin(), s.x0.begin() + n * D, s.streams.begin());
-    for (int l = 0; l < c.num_hidden_layers; ++l) layer_gemma3(l, n, start_pos, cache, s, pool);
+    for (int l = 0; l < c.num_hidden_layers; ++l) layer_gemma3(l, n, rows, s, pool);
     if (logits_out) logits(s.streams.data(), n, all_logits ? 0 : n - 1, all_logits ? n : 1, s, pool, logits_out);
     return;
   }
-  per_layer_inputs(ids, n, s, pool);
+  const MatformerProfile& profile = options.profile ? *options.profile : full_;
+  per_layer_inputs(ids, n, profile, s, pool);
 
   // Build the AltUp streams: s[0] = x0, s[k] = W_k x0 renormalised to the RMS of x0.
   grow(s.streams, K * n * D);
@@ -171,7 +220,6 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
     for (int64_t t = 0; t < n; ++t) match_magnitude(sk + t * D, D, kernels::rms(s.x0.data() + t * D, D));
   }
 
-  const MatformerProfile& profile = options.profile ? *options.profile : full_;
   bool past_shared = false;
   for (size_t i = 0; i < profile.layers.size(); ++i) {
     const int l = profile.layers[i];
@@ -179,13 +227,13 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
       past_shared = true;
       // From here on no layer writes the cache: only rows whose logits are wanted go on.
       if (!logits_out) return;
-      if (!all_logits && n > 1) {
+      if (!all_logits && n > 1) {  // (one sequence only: a batch wants every row's logits)
         keep_last_row(s, n);
-        start_pos += n - 1;
+        rows.start_pos += n - 1;
         n = 1;
       }
     }
-    layer(l, n, start_pos, profile.ffn_widths[i], cache, s, pool, options.sparse_ffn);
+    layer(l, n, rows, profile.ffn_widths[i], s, pool, options.sparse_ffn);
   }
 
   if (logits_out) {
@@ -194,7 +242,7 @@ void TextDecoder::forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCa
   }
 }
 
-void TextDecoder::layer(int l, int64_t n, int64_t start_pos, int64_t ffn_width, KvCache& cache, DecoderScratch& s,
+void TextDecoder::layer(int l, int64_t n, const RowPlacement& rows, int64_t ffn_width, DecoderScratch& s,
                         ThreadPool& pool, bool sparse_ffn) const {
   const TextConfig& c = config_.text;
   const TextLayerWeights& w = w_.layers[size_t(l)];
@@ -243,7 +291,7 @@ void TextDecoder::layer(int l, int64_t n, int64_t start_pos, int64_t ffn_width, 
   }
 
   // 5-7. Attention, its post-norm, and the residual from the un-normalised active prediction.
-  attention(l, n, start_pos, cache, s, pool);
+  attention(l, n, rows, s, pool);
   const float inv_sqrt2 = float(std::sqrt(2.0));
   for (int64_t t = 0; t < n; ++t) {
     float* att = s.att.data() + t * D;
@@ -303,7 +351,7 @@ void TextDecoder::layer(int l, int64_t n, int64_t start_pos, int64_t ffn_width, 
 
 // Gemma 3's layer: x += post_norm(attn(pre_norm(x))); x += post_norm(ffn(pre_norm(x))).
 // Reference: transformers Gemma3DecoderLayer.forward.
-void TextDecoder::layer_gemma3(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s,
+void TextDecoder::layer_gemma3(int l, int64_t n, const RowPlacement& rows, DecoderScratch& s,
                                ThreadPool& pool) const {
   const TextConfig& c = config_.text;
   const TextLayerWeights& w = w_.layers[size_t(l)];
@@ -313,7 +361,7 @@ void TextDecoder::layer_gemma3(int l, int64_t n, int64_t start_pos, KvCache& cac
   grow(s.act, n * D);
   float* x = s.streams.data();
   for (int64_t t = 0; t < n; ++t) rms_norm(x + t * D, w.input_layernorm.data(), D, c.rms_norm_eps, s.xn.data() + t * D);
-  attention(l, n, start_pos, cache, s, pool);
+  attention(l, n, rows, s, pool);
   for (int64_t t = 0; t < n; ++t) {
     float* att = s.att.data() + t * D;
     rms_norm(att, w.post_attention_layernorm.data(), D, c.rms_norm_eps, att);
@@ -326,8 +374,7 @@ void TextDecoder::layer_gemma3(int l, int64_t n, int64_t start_pos, KvCache& cac
 // Self-attention on s.xn -> s.att (o_proj output). Layers that own K/V write the chunk's keys and
 // values into the cache first; KV-shared layers read their source layer's cache, which already holds
 // this chunk (the source layer ran earlier in this pass).
-void TextDecoder::attention(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s,
-                            ThreadPool& pool) const {
+void TextDecoder::attention(int l, int64_t n, const RowPlacement& rows, DecoderScratch& s, ThreadPool& pool) const {
   const TextConfig& c = config_.text;
   const TextLayerWeights& w = w_.layers[size_t(l)];
   const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, Dh = c.head_dim;
@@ -342,7 +389,7 @@ void TextDecoder::attention(int l, int64_t n, int64_t start_pos, KvCache& cache,
   for (int64_t t = 0; t < n; ++t) {
     float* q = s.q.data() + t * q_dim;
     for (int h = 0; h < H; ++h) rms_norm(q + h * Dh, w.q_norm.data(), Dh, c.rms_norm_eps, q + h * Dh);
-    kernels::rope_neox(q, H, Dh, start_pos + t, inv_freq);
+    kernels::rope_neox(q, H, Dh, rows.pos(t), inv_freq);
   }
 
   if (c.owns_kv(l)) {
@@ -357,18 +404,20 @@ void TextDecoder::attention(int l, int64_t n, int64_t start_pos, KvCache& cache,
         rms_norm(k + h * Dh, w.k_norm.data(), Dh, c.rms_norm_eps, k + h * Dh);
         if (c.v_norm) rms_norm(v + h * Dh, nullptr, Dh, c.rms_norm_eps, v + h * Dh);  // v_norm has no weight
       }
-      kernels::rope_neox(k, Hkv, Dh, start_pos + t, inv_freq);  // values are never rotated
-      std::copy(k, k + kv_dim, cache.key(l, start_pos + t));
-      std::copy(v, v + kv_dim, cache.value(l, start_pos + t));
+      kernels::rope_neox(k, Hkv, Dh, rows.pos(t), inv_freq);  // values are never rotated
+      std::copy(k, k + kv_dim, rows.cache_of(t).key(l, rows.pos(t)));
+      std::copy(v, v + kv_dim, rows.cache_of(t).value(l, rows.pos(t)));
     }
   }
 
-  const kernels::KvView kv = cache.view(c.kv_source_layer[size_t(l)]);
+  const int src = c.kv_source_layer[size_t(l)];
+  const kernels::KvView shared_kv = rows.batch() ? kernels::KvView{} : rows.cache->view(src);
   const int64_t window = c.sliding_window;
   pool.parallel_for(n, 1, [&](int64_t t0, int64_t t1) {
     thread_local std::vector<float> scores;
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t pos = start_pos + t;
+      const int64_t pos = rows.pos(t);
+      const kernels::KvView kv = rows.batch() ? rows.cache_of(t).view(src) : shared_kv;
       const int64_t first = sliding ? std::max<int64_t>(0, pos - window + 1) : 0;  // token + (window - 1) before it
       if (int64_t(scores.size()) < pos - first + 1) scores.resize(size_t(pos - first + 1));
       kernels::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, c.query_scale, s.attn.data() + t * q_dim,
@@ -379,9 +428,8 @@ void TextDecoder::attention(int l, int64_t n, int64_t start_pos, KvCache& cache,
 }
 
 // FFN on h1: f = post_norm(W_down · (gelu(sparsify(W_gate · x)) * W_up · x)), x = pre_norm(h1); act = h1 + f.
-// FFN on h1: f = post_norm(W_down · (gelu(sparsify(W_gate · x)) * W_up · x)), x = pre_norm(h1); act = h1 + f.
-// A MatFormer width Fp < F uses the first Fp neurons: the first Fp rows of gate/up and, through zero
-// activations in [Fp, F), the first Fp columns of down (reference: the MatFormer Lab slicing).
+// A MatFormer width Fp < F uses the first Fp neurons: the first Fp rows of gate/up and the first Fp
+// columns of down, read in place as views of the full tensors (reference: the MatFormer Lab slicing).
 void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& s, ThreadPool& pool,
                                bool sparse) const {
   const TextConfig& c = config_.text;
@@ -415,19 +463,30 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
       for (int64_t i = 0; i < Fp; ++i) g[i] = std::max(0.0f, g[i] - cutoff);
     }
     for (int64_t i = 0; i < Fp; ++i) g[i] = kernels::gelu_tanh(g[i]) * u[i];
-    std::fill(g + Fp, g + F, 0.0f);
+  }
+  // Columns of W_down to read: Fp. Block types read whole blocks; a width off a block boundary (which
+  // Session::set_profile refuses for quantised models) pads the activations with zeros up to the
+  // block's end, which adds nothing to the product.
+  int64_t down_cols = Fp;
+  if (dtype_is_quantized(w.down_proj.dtype) && Fp % kQuantBlock != 0) {
+    down_cols = std::min(F, (Fp + kQuantBlock - 1) / kQuantBlock * kQuantBlock);
+    for (int64_t t = 0; t < n; ++t) std::fill(s.gate.data() + t * F + Fp, s.gate.data() + t * F + down_cols, 0.0f);
   }
   const quant::OwnedTensor& down_t = down_t_[size_t(l)];
   if (sparse && n == 1 && !down_t.bytes.empty()) {
     // Decode: only the activations that survived the Gaussian top-k (gelu(0) = 0) reach W_down; sum
-    // those rows of the transposed copy instead of reading all of W_down.
-    grow(s.nonzero_values, F);
+    // those rows of the transposed copy (all below Fp) instead of reading all of W_down.
+    grow(s.nonzero_values, Fp);
     s.nonzero.resize(size_t(F));
-    const int64_t nnz = kernels::nonzero_indices(s.gate.data(), F, s.nonzero.data());
+    const int64_t nnz = kernels::nonzero_indices(s.gate.data(), Fp, s.nonzero.data());
     for (int64_t k = 0; k < nnz; ++k) s.nonzero_values[size_t(k)] = s.gate[size_t(s.nonzero[size_t(k)])];
     kernels::matmul_transposed_rows(down_t.view(), s.nonzero.data(), s.nonzero_values.data(), nnz, s.ffn.data(), pool);
   } else {
-    matmul(w.down_proj, s.gate.data(), n, s.ffn.data(), pool);
+    // [n, Fp] activations (rows F apart) times the first Fp columns of W_down [D, F] (rows F apart).
+    kernels::MatmulOptions o;
+    o.x_stride = F;
+    o.columns = down_cols;
+    matmul(w.down_proj, s.gate.data(), n, s.ffn.data(), pool, o);
   }
   for (int64_t t = 0; t < n; ++t) {
     float* f = s.ffn.data() + t * D;

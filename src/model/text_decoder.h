@@ -23,6 +23,20 @@ struct DecoderScratch {
       pl_gate, pl_out, router, scores, collapse;
 };
 
+// Where the rows of one forward pass sit: consecutive positions of one sequence (a prompt chunk, or a
+// decoded token), or one token from each of several sequences (a batched decode step: the weights are
+// read once for all of them, each row attends only to its own cache).
+struct RowPlacement {
+  KvCache* cache = nullptr;              // one sequence: row t at position start_pos + t of `cache`
+  int64_t start_pos = 0;
+  const std::vector<KvCache*>* caches = nullptr;  // a batch: row t at positions[t] of caches[t]
+  const std::vector<int64_t>* positions = nullptr;
+
+  bool batch() const { return caches != nullptr; }
+  KvCache& cache_of(int64_t t) const { return batch() ? *(*caches)[size_t(t)] : *cache; }
+  int64_t pos(int64_t t) const { return batch() ? (*positions)[size_t(t)] : start_pos + t; }
+};
+
 // Exact shortcuts, on by default; off gives the plain path the tests compare them with.
 struct ForwardOptions {
   // KV-shared layers write no cache, so tokens whose logits are not wanted need not pass through them.
@@ -51,16 +65,25 @@ class TextDecoder {
   // [1, vocab] for the last token; logits may be null (prefill of a prompt's head).
   void forward(const int32_t* ids, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool,
                float* logits, bool all_logits, const ForwardOptions& options = {}) const;
+  // A batched decode step: token ids[t] of sequence t at position positions[t] of caches[t] (distinct
+  // caches), all through the same layers; writes logits [n, vocab]. The rows are independent: each
+  // sees only its own sequence.
+  void forward_batch(const int32_t* ids, int64_t n, const std::vector<KvCache*>& caches,
+                     const std::vector<int64_t>& positions, DecoderScratch& s, ThreadPool& pool, float* logits,
+                     const ForwardOptions& options = {}) const;
 
  private:
   void embed(const int32_t* ids, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
   void embed_multimodal(const EmbedderWeights& e, const MultimodalEmbedderConfig& ec, int64_t id, float* out,
                         ThreadPool& pool) const;
-  void per_layer_inputs(const int32_t* ids, int64_t n, DecoderScratch& s, ThreadPool& pool) const;
-  void layer(int l, int64_t n, int64_t start_pos, int64_t ffn_width, KvCache& cache, DecoderScratch& s,
-             ThreadPool& pool, bool sparse_ffn) const;
-  void layer_gemma3(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
-  void attention(int l, int64_t n, int64_t start_pos, KvCache& cache, DecoderScratch& s, ThreadPool& pool) const;
+  void per_layer_inputs(const int32_t* ids, int64_t n, const MatformerProfile& profile, DecoderScratch& s,
+                        ThreadPool& pool) const;
+  void forward_rows(const int32_t* ids, int64_t n, RowPlacement rows, DecoderScratch& s, ThreadPool& pool,
+                    float* logits, bool all_logits, const ForwardOptions& options) const;
+  void layer(int l, int64_t n, const RowPlacement& rows, int64_t ffn_width, DecoderScratch& s, ThreadPool& pool,
+             bool sparse_ffn) const;
+  void layer_gemma3(int l, int64_t n, const RowPlacement& rows, DecoderScratch& s, ThreadPool& pool) const;
+  void attention(int l, int64_t n, const RowPlacement& rows, DecoderScratch& s, ThreadPool& pool) const;
   void feed_forward(int l, int64_t n, int64_t width, DecoderScratch& s, ThreadPool& pool, bool sparse) const;
   void keep_last_row(DecoderScratch& s, int64_t n) const;
   void router(const TextLayerWeights& w, const float* x, float* out) const;

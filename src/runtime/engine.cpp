@@ -230,6 +230,7 @@ struct Session::Impl {
   std::vector<uint64_t> media_keys;  // per position: 0, or the key of the media embedded there
   std::vector<const float*> overrides;
   std::vector<float> logits;
+  std::vector<float> batch_logits;  // decode_batch's [n, vocab] when this session leads a batch
   int64_t reused = 0;
   ForwardOptions forward;
   MatformerProfile profile;
@@ -268,6 +269,44 @@ void Session::set_profile(const std::string& spec) {
 const std::string& Session::profile_name() const { return impl_->profile.name; }
 bool Session::cache_kept_on_last_switch() const { return impl_->cache_kept; }
 Session::~Session() = default;
+
+void Session::decode_batch(const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens) {
+  G3N_CHECK(!sessions.empty() && sessions.size() == tokens.size(), "decode_batch: ", sessions.size(), " sessions and ",
+            tokens.size(), " tokens");
+  if (sessions.size() == 1) {
+    sessions[0]->feed({tokens[0]});
+    return;
+  }
+  Impl& first = *sessions[0]->impl_;
+  const TextDecoder& dec = first.model.decoder();
+  const int64_t V = dec.vocab_size(), n = int64_t(sessions.size());
+  const int64_t max_pos = dec.text().max_position_embeddings;
+  std::vector<KvCache*> caches;
+  std::vector<int64_t> positions;
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    Impl& s = *sessions[i]->impl_;
+    G3N_CHECK(&s.model == &first.model, "decode_batch: sessions of different models");
+    G3N_CHECK(s.profile == first.profile, "decode_batch: sessions with different MatFormer profiles");
+    G3N_CHECK(s.forward.sparse_ffn == first.forward.sparse_ffn, "decode_batch: sessions with different fast paths");
+    for (size_t j = 0; j < i; ++j) G3N_CHECK(sessions[j] != sessions[i], "decode_batch: a session appears twice");
+    if (s.position + 1 > max_pos)
+      fail("the sequence would reach ", s.position + 1, " tokens, beyond the model's context of ", max_pos);
+    caches.push_back(&s.cache);
+    positions.push_back(s.position);
+  }
+  std::vector<float>& out = first.batch_logits;
+  out.resize(size_t(n * V));
+  dec.forward_batch(tokens.data(), n, caches, positions, first.scratch, first.model.pool(), out.data(), first.forward);
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    Impl& s = *sessions[i]->impl_;
+    s.logits.assign(out.begin() + std::ptrdiff_t(i * size_t(V)), out.begin() + std::ptrdiff_t((i + 1) * size_t(V)));
+    s.position += 1;
+    s.tokens.push_back(tokens[i]);
+    s.media_keys.push_back(0);
+  }
+}
+
+const std::vector<float>& Session::last_logits() const { return impl_->logits; }
 
 const std::vector<float>& Session::feed(std::span<const int32_t> ids, bool all_logits, const PromptEmbeddings* media) {
   auto& s = *impl_;

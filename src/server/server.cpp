@@ -16,6 +16,7 @@
 #include "server/metrics.h"
 #include "server/openai_api.h"
 #include "server/slots.h"
+#include "server/decode_batcher.h"
 #include "server/stepped_generate.h"
 #include "server/transcription.h"
 #include "tokenizer/tokenizer.h"
@@ -104,6 +105,10 @@ struct Server::Impl {
   Metrics metrics;
   SlotPool slots;
   FairMutex compute;
+  DecodeBatcher batcher{[this](const std::function<void()>& f) {
+    std::lock_guard<FairMutex> lock(compute);
+    f();
+  }};
   httplib::Server http;
   std::atomic<bool> stopping{false};
   int port = -1;
@@ -188,6 +193,9 @@ struct Server::Impl {
     StepHooks hooks;
     hooks.on_text = std::move(on_text);
     hooks.cancelled = [this] { return stopping.load(); };
+    hooks.decode = [this](Session& session, int32_t token) -> const std::vector<float>& {
+      return batcher.step(session, token);
+    };
     hooks.on_token = [&](int64_t i, double seconds) {
       if (i == 0)
         metrics.time_to_first_token.observe(std::chrono::duration<double>(clock::now() - arrival).count());
@@ -200,6 +208,7 @@ struct Server::Impl {
       std::lock_guard<FairMutex> lock(compute);
       lease.session().set_profile(job.profile.empty() ? "full" : job.profile);
     }
+    DecodeBatcher::Membership member(batcher);
     GenerateResult r = generate_stepped(lease.session(), *served.tokenizer, job.gen, compute,
                                         slots.session_options().max_chunk, hooks, &job.embeddings);
     metrics.prompt_tokens += uint64_t(r.prompt_tokens);
@@ -386,7 +395,12 @@ struct Server::Impl {
         check_auth(req);
         metrics.active = slots.active();
         metrics.queued = slots.queued();
-        res.set_content(metrics.render(), "text/plain; version=0.0.4");
+        std::string text = metrics.render();
+        text += "# HELP g3n_decode_passes_total Batched decode passes over the weights (continuous batching).\n"
+                "# TYPE g3n_decode_passes_total counter\ng3n_decode_passes_total " + std::to_string(batcher.passes()) +
+                "\n# HELP g3n_decode_rows_total Tokens decoded by those passes (rows / passes = mean batch size).\n"
+                "# TYPE g3n_decode_rows_total counter\ng3n_decode_rows_total " + std::to_string(batcher.rows()) + "\n";
+        res.set_content(text, "text/plain; version=0.0.4");
       });
     });
     auto page = [](const Request&, Response& res) {

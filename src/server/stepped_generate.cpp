@@ -102,8 +102,12 @@ GenerateResult generate_stepped(Session& session, const Tokenizer& tokenizer, co
       break;
     }
     if (!keep_going || cancelled()) break;
-    std::lock_guard<FairMutex> lock(compute);
-    logits = &session.feed({next});
+    if (hooks.decode) {
+      logits = &hooks.decode(session, next);
+    } else {
+      std::lock_guard<FairMutex> lock(compute);
+      logits = &session.feed({next});
+    }
   }
   if (!keep_going || (cancelled() && r.finish_reason == "length" && int64_t(r.tokens.size()) < req.max_new_tokens)) {
     r.finish_reason = "cancelled";

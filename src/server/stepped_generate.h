@@ -24,6 +24,9 @@ struct StepHooks {
   // Called after each sampled token with the seconds since the previous one (or since the start
   // of the call, for the first).
   std::function<void(int64_t index, double seconds)> on_token;
+  // The decode step (token -> its logits); unset: session.feed under the compute lock. The server sets
+  // its DecodeBatcher here so that slots decode together.
+  std::function<const std::vector<float>&(Session&, int32_t)> decode;
 };
 
 // finish_reason as generate(), plus "cancelled" when on_text or cancelled() stopped it.

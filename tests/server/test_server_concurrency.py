@@ -114,3 +114,36 @@ def test_full_queue_answers_503(one_slot):
     assert body["choices"][0]["message"]["content"] is not None
     one_slot.wait_metric("g3n_requests_active", lambda v: v == 0, timeout=60)
     assert one_slot.metrics()["g3n_requests_queued"] == 0
+
+
+@pytest.fixture(scope="module")
+def eight_slots(g3n, tiny):
+    s = ServerProcess(g3n.path, tiny, "--parallel", "8", "--queue", "16", threads=g3n.threads)
+    yield s
+    s.stop_and_check()
+
+
+def test_sixteen_clients_batched_get_their_solo_answers(eight_slots):
+    """16 clients on 8 slots: the slots decode together (one pass over the weights per step for all of them,
+    seen in /metrics as rows per pass > 1), and every client gets exactly its solo answer (no cross-talk)."""
+    server = eight_slots
+    prompts = [f"Client {i}: " + "tell me something. " * (i % 4 + 1) for i in range(16)]
+    with openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0, timeout=300) as client:
+        alone = [chat(client, p, n=16) for p in prompts]
+    assert len(set(alone)) > 1
+    before = server.metrics()
+    start = threading.Barrier(16)
+
+    def together(p):
+        with openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0, timeout=300) as c:
+            start.wait(timeout=60)
+            return chat(c, p, n=16)
+
+    with ThreadPoolExecutor(16) as ex:
+        concurrent = list(ex.map(together, prompts))
+    assert concurrent == alone
+    after = server.metrics()
+    passes = after["g3n_decode_passes_total"] - before["g3n_decode_passes_total"]
+    rows = after["g3n_decode_rows_total"] - before["g3n_decode_rows_total"]
+    assert rows >= 16 * 15 * 0.9 and rows / passes > 2.0, (rows, passes)
+    assert after["g3n_requests_active"] == 0
