@@ -56,6 +56,8 @@ Action register_serve(CLI::App& app) {
                   "Also serve a MatFormer size as model '<name>/NAME': NAME=SPEC (a published name, a JSON file or "
                   "skip=..;ffn=..); repeatable. E4B-structured models list the published sizes by themselves")
       ->allow_extra_args(false);
+  cmd->add_flag("--allow-remote-media", a->opt.allow_remote_media,
+               "Fetch http(s) image_url parts (at most --max-body-bytes each, 10 s); off: data: URIs only");
   cmd->add_option("--mmproj", a->mmproj, "llama.cpp mmproj GGUF with the vision / audio towers (for a GGUF model)");
   cmd->add_option("--max-audio-seconds", a->opt.max_audio_seconds,
                   "Longest recording /v1/audio/transcriptions and /translations accept (cut into 30 s clips)")

@@ -1,5 +1,6 @@
 #include "server/media.h"
 
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
@@ -47,7 +48,41 @@ std::string url_of(const json& part, const std::string& at) {
 
 }  // namespace
 
-std::vector<MediaPart> collect_media(const json& messages) {
+std::string fetch_remote_media(const std::string& url, const std::string& param, const RemoteMediaPolicy& remote) {
+  const bool https = url.rfind("https://", 0) == 0;
+  if (!https && url.rfind("http://", 0) != 0)
+    throw ApiError(400, param + ": unsupported URL scheme (expected data:, http:// or https://)", param, "invalid_media");
+  const size_t host_end = url.find('/', https ? 8 : 7);
+  const std::string origin = url.substr(0, host_end);
+  const std::string path = host_end == std::string::npos ? std::string("/") : url.substr(host_end);
+  httplib::Client client(origin);
+  client.set_follow_location(true);
+  client.set_connection_timeout(remote.timeout_seconds, 0);
+  client.set_read_timeout(remote.timeout_seconds, 0);
+  std::string body;
+  bool too_big = false;
+  auto res = client.Get(path, [&](const char* data, size_t n) {
+    if (body.size() + n > remote.max_bytes) {
+      too_big = true;
+      return false;
+    }
+    body.append(data, n);
+    return true;
+  });
+  if (too_big)
+    throw ApiError(400, param + ": " + url + " is larger than " + std::to_string(remote.max_bytes) + " bytes", param,
+                   "invalid_media");
+  if (!res)
+    throw ApiError(400, param + ": could not download " + url + " (" + httplib::to_string(res.error()) + ")", param,
+                   "invalid_media");
+  if (res->status != 200)
+    throw ApiError(400, param + ": downloading " + url + " answered HTTP " + std::to_string(res->status), param,
+                   "invalid_media");
+  if (body.empty()) throw ApiError(400, param + ": " + url + " is empty", param, "invalid_media");
+  return body;
+}
+
+std::vector<MediaPart> collect_media(const json& messages, const RemoteMediaPolicy& remote) {
   std::vector<MediaPart> out;
   if (!messages.is_array()) return out;
   for (size_t m = 0; m < messages.size(); ++m) {
@@ -63,9 +98,17 @@ std::vector<MediaPart> collect_media(const json& messages) {
       if (t == "image_url" || t == "image") {
         mp.kind = MediaPart::Image;
         const std::string url = url_of(part, mp.param);
-        if (url.rfind("data:", 0) != 0)
-          throw ApiError(400, mp.param + ": only data: URIs are accepted (the server does not fetch URLs or read files)",
-                         mp.param, "invalid_media");
+        if (url.rfind("data:", 0) != 0) {
+          if (!remote.allow)
+            throw ApiError(400,
+                           mp.param + ": only data: URIs are accepted (this server fetches no URLs; start it with "
+                                      "--allow-remote-media to allow http(s) images)",
+                           mp.param, "invalid_media");
+          mp.bytes = fetch_remote_media(url, mp.param, remote);
+          mp.mime = "application/octet-stream";  // the decoder goes by the bytes' magic, not the type
+          out.push_back(std::move(mp));
+          continue;
+        }
         out.push_back(decode_data_uri(url, std::move(mp)));
       } else if (t == "input_audio" || t == "audio") {
         mp.kind = MediaPart::Audio;

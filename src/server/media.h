@@ -24,9 +24,21 @@ struct MediaPart {
   std::string bytes;      // decoded
 };
 
+// Remote images (image_url with http:// or https://) are fetched only when the server was started with
+// --allow-remote-media: at most max_bytes, within timeout_seconds, redirects followed (at most 5).
+struct RemoteMediaPolicy {
+  bool allow = false;
+  size_t max_bytes = size_t(16) << 20;
+  int timeout_seconds = 10;
+};
+
 // Finds and decodes the media parts of an OpenAI message list. Throws ApiError 400 naming the part
-// for a malformed data URI, invalid base64 or a remote URL.
-std::vector<MediaPart> collect_media(const nlohmann::json& messages);
+// for a malformed data URI, invalid base64, or a remote URL (refused, or failing to download).
+std::vector<MediaPart> collect_media(const nlohmann::json& messages, const RemoteMediaPolicy& remote = {});
+
+// Downloads one URL for part `param` (http:// or https://). Throws ApiError 400 naming the part, the
+// URL and the problem (status, size, timeout).
+std::string fetch_remote_media(const std::string& url, const std::string& param, const RemoteMediaPolicy& remote);
 
 // Encodes the decoded parts, in order. Throws ApiError 400 naming the part when the model has no tower
 // for it or the media cannot be decoded (the encoder's message).

@@ -239,7 +239,7 @@ Job parse_chat_request(const json& body, const ServedModel& model) {
     throw ApiError(400, e.what(), "messages", "invalid_value");
   }
   job.chat = true;
-  job.media = collect_media(msgs);
+  job.media = collect_media(msgs, model.remote_media);
   std::vector<MediaEmbedding> encoded;
   if (!job.media.empty()) {
     if (!model.encode_media || !model.model)

@@ -27,6 +27,7 @@ struct ServedModel {
   const Tokenizer* tokenizer = nullptr;
   int64_t created = 0;           // unix time the server started
   const Model* model = nullptr;
+  RemoteMediaPolicy remote_media;  // --allow-remote-media
   // MatFormer sizes served from the one loaded model: (model id, profile spec), e.g. ("g3n/E2B", "E2B").
   std::vector<std::pair<std::string, std::string>> profiles;
   // Encodes a request's images / audio (the server runs it under its compute lock); unset: media refused.

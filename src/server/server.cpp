@@ -120,6 +120,8 @@ struct Server::Impl {
     served.defaults = opt.defaults;
     served.tokenizer = &m.require_tokenizer();
     served.model = &m;
+    served.remote_media.allow = opt.allow_remote_media;
+    served.remote_media.max_bytes = opt.max_body_bytes;
     served.profiles = served_profiles(m, served.id, opt.profiles);
     served.encode_media = [this](const std::vector<MediaPart>& parts) {
       std::lock_guard<FairMutex> lock(compute);  // the encoders use the model's thread pool

@@ -35,6 +35,7 @@ struct ServerOptions {
   int http_threads = 0;                  // 0: parallel + queue + 8
   int retry_after_seconds = 1;
   double max_audio_seconds = 600;        // longest recording /v1/audio/* accepts (cut into 30 s clips)
+  bool allow_remote_media = false;       // fetch http(s) image_url parts (off: data: URIs only)
   std::vector<std::string> profiles;     // extra MatFormer sizes, "NAME=SPEC" (served as "<model_id>/NAME")
 };
 
