@@ -385,7 +385,7 @@ def test_gguf_text_model_with_mmproj(g3n, tiny_mm, media, tmp_path, record, _tor
     from test_gguf_mmproj import write_mmproj
 
     text = tmp_path / "text.gguf"
-    check_ok(g3n.run("quantize", "-m", tiny_mm, "--type", "f32", "--out", text), "quantize")
+    check_ok(g3n.run("quantize", "-m", tiny_mm, "--type", "f32", "--text-only", "--out", text), "quantize")
     model = Gemma3nForConditionalGeneration.from_pretrained(tiny_mm, dtype=torch.float32)
     mm = write_mmproj(model, tmp_path / "mmproj.gguf", outtype="all-f32")
     args = ["--prompt", "Look <image_soft_token> listen <audio_soft_token> and answer", "--chat",
