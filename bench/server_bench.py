@@ -6,8 +6,8 @@
 
 Starts the server with --parallel = the largest stream count, then for each stream count N runs N streaming chat
 requests at once (greedy, --tokens new tokens each, distinct prompts so no prefix is shared), --rounds times,
-and reports: aggregate decode tokens/s (tokens after the first, summed over the streams / wall time from the
-last first-token to the last token), mean rows per batched pass over the weights (from /metrics), and time to
+and reports: aggregate decode tokens/s in the steady state (pieces streamed by all streams while every one of
+them is decoding: after the last first token, before the first stream ends, over that window's length), mean rows per batched pass over the weights (from /metrics), and time to
 first token p50 / p99 over all requests. Decode is memory-bound: batching N streams into one pass over the
 weights should multiply the aggregate rate by nearly N (goal: 8 streams >= 4x one).
 """
@@ -48,6 +48,7 @@ def stream(base: str, prompt: str, tokens: int, result: dict) -> None:
     t0 = time.perf_counter()
     first = last = None
     n = 0
+    stamps = []
     with urllib.request.urlopen(req, timeout=3600) as r:
         for raw in r:
             line = raw.decode().strip()
@@ -60,7 +61,8 @@ def stream(base: str, prompt: str, tokens: int, result: dict) -> None:
                 now = time.perf_counter()
                 first = first or now
                 last = now
-    result.update(start=t0, first=first, last=last, tokens=n)
+                stamps.append(now)
+    result.update(start=t0, first=first, last=last, tokens=n, stamps=stamps)
 
 
 def main() -> None:
@@ -99,14 +101,17 @@ def main() -> None:
                 for t in threads:
                     t.join()
                 m1 = metrics(base)
-                t_first = max(r["first"] for r in results)
-                t_last = max(r["last"] for r in results)
-                decoded = sum(r["tokens"] - 1 for r in results)
-                rates.append(decoded / max(t_last - min(r["first"] for r in results), 1e-9))
+                # Steady state: the window in which every stream is decoding (after the last first token,
+                # before the first stream ends); pieces streamed in it, over its length.
+                lo = max(r["first"] for r in results)
+                hi = min(r["last"] for r in results)
+                if n == 1 or hi <= lo:
+                    lo, hi = results[0]["first"], results[0]["last"]
+                inside = sum(sum(1 for t in r["stamps"] if lo < t <= hi) for r in results)
+                rates.append(inside / max(hi - lo, 1e-9))
                 ttfts += [r["first"] - r["start"] for r in results]
                 p = m1.get("g3n_decode_passes_total", 0) - m0.get("g3n_decode_passes_total", 0)
                 batch.append((m1.get("g3n_decode_rows_total", 0) - m0.get("g3n_decode_rows_total", 0)) / max(p, 1))
-                del t_first
             ttfts.sort()
             rows.append({"streams": n, "aggregate_decode_tok_s": max(rates), "rows_per_pass": statistics.mean(batch),
                          "ttft_p50_s": ttfts[len(ttfts) // 2], "ttft_p99_s": ttfts[min(len(ttfts) - 1,
