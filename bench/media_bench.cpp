@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   app.add_option("-m,--model", model, "Multimodal checkpoint directory")->required();
   app.add_option("--image", image, "Image file");
   app.add_option("--audio", audio, "Audio file (30 s gives the full 188 tokens); empty: no audio timing");
-  app.add_option("--sizes", sizes, "Image sizes")->allow_extra_args(false);
+  app.add_option("--sizes", sizes, "Image sizes, e.g. --sizes 256 512 768");
   app.add_option("-t,--threads", threads, "Threads");
   app.add_option("--repeat", repeat, "Timed runs per figure (best kept)");
   CLI11_PARSE(app, argc, argv);

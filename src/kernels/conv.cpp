@@ -1,3 +1,9 @@
+// 2-D convolutions (see conv.h). The depthwise loops are one Highway source compiled per SIMD target
+// (foreach_target re-includes this file) and dispatched at run time; everything else is in the
+// HWY_ONCE part below them.
+#ifndef G3N_KERNELS_CONV_ONCE
+#define G3N_KERNELS_CONV_ONCE
+
 #include "kernels/conv.h"
 
 #include <algorithm>
@@ -5,9 +11,100 @@
 
 #include "base/checked.h"
 #include "base/error.h"
+#include "kernels/gemm.h"
 #include "kernels/matmul.h"
 
+// As matmul.cpp: one vector-length-agnostic source, fixed-size targets only.
+#ifndef HWY_DISABLED_TARGETS
+#define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128 | HWY_RVV)
+#endif
+
+namespace g3n::kernels::detail {
+
+struct DepthwiseJob {
+  const float* x = nullptr;     // [in_h, in_w, C]
+  const float* wt = nullptr;    // [taps][C]: the weights tap-major, so channels are contiguous
+  const float* bias = nullptr;  // [C] or null
+  Conv2dShape s;
+  float* y = nullptr;  // [out_h, out_w, C]
+};
+
+}  // namespace g3n::kernels::detail
+
+#endif  // G3N_KERNELS_CONV_ONCE
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/conv.cpp"
+#include <hwy/foreach_target.h>  // must come before highway.h
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace g3n::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Output rows [oy0, oy1): for every pixel and block of 4 channel vectors, the accumulators stay in
+// registers over all taps (2 loads per FMA); taps outside the image are skipped (zero padding).
+void DepthwiseRows(const detail::DepthwiseJob& j, int64_t oy0, int64_t oy1) {
+  const hn::ScalableTag<float> d;
+  using V = hn::Vec<decltype(d)>;
+  const int64_t N = int64_t(hn::Lanes(d));
+  const Conv2dShape& s = j.s;
+  const int64_t C = s.in_c, KH = s.kernel_h, KW = s.kernel_w, OW = s.out_w();
+  const int64_t c_vec = C / N * N;
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
+    const int64_t iy0 = oy * s.stride_h - s.pad_top;
+    const int64_t ky0 = std::max<int64_t>(0, -iy0), ky1 = std::min(KH, s.in_h - iy0);
+    for (int64_t ox = 0; ox < OW; ++ox) {
+      const int64_t ix0 = ox * s.stride_w - s.pad_left;
+      const int64_t kx0 = std::max<int64_t>(0, -ix0), kx1 = std::min(KW, s.in_w - ix0);
+      float* out = j.y + (oy * OW + ox) * C;
+      int64_t c = 0;
+      for (; c + 4 * N <= c_vec; c += 4 * N) {
+        V a0 = j.bias ? hn::LoadU(d, j.bias + c) : hn::Zero(d);
+        V a1 = j.bias ? hn::LoadU(d, j.bias + c + N) : hn::Zero(d);
+        V a2 = j.bias ? hn::LoadU(d, j.bias + c + 2 * N) : hn::Zero(d);
+        V a3 = j.bias ? hn::LoadU(d, j.bias + c + 3 * N) : hn::Zero(d);
+        for (int64_t ky = ky0; ky < ky1; ++ky)
+          for (int64_t kx = kx0; kx < kx1; ++kx) {
+            const float* xp = j.x + ((iy0 + ky) * s.in_w + ix0 + kx) * C + c;
+            const float* wp = j.wt + (ky * KW + kx) * C + c;
+            a0 = hn::MulAdd(hn::LoadU(d, wp), hn::LoadU(d, xp), a0);
+            a1 = hn::MulAdd(hn::LoadU(d, wp + N), hn::LoadU(d, xp + N), a1);
+            a2 = hn::MulAdd(hn::LoadU(d, wp + 2 * N), hn::LoadU(d, xp + 2 * N), a2);
+            a3 = hn::MulAdd(hn::LoadU(d, wp + 3 * N), hn::LoadU(d, xp + 3 * N), a3);
+          }
+        hn::StoreU(a0, d, out + c);
+        hn::StoreU(a1, d, out + c + N);
+        hn::StoreU(a2, d, out + c + 2 * N);
+        hn::StoreU(a3, d, out + c + 3 * N);
+      }
+      for (; c < c_vec; c += N) {
+        V a = j.bias ? hn::LoadU(d, j.bias + c) : hn::Zero(d);
+        for (int64_t ky = ky0; ky < ky1; ++ky)
+          for (int64_t kx = kx0; kx < kx1; ++kx)
+            a = hn::MulAdd(hn::LoadU(d, j.wt + (ky * KW + kx) * C + c),
+                           hn::LoadU(d, j.x + ((iy0 + ky) * s.in_w + ix0 + kx) * C + c), a);
+        hn::StoreU(a, d, out + c);
+      }
+      for (; c < C; ++c) {
+        float a = j.bias ? j.bias[c] : 0.0f;
+        for (int64_t ky = ky0; ky < ky1; ++ky)
+          for (int64_t kx = kx0; kx < kx1; ++kx)
+            a += j.wt[(ky * KW + kx) * C + c] * j.x[((iy0 + ky) * s.in_w + ix0 + kx) * C + c];
+        out[c] = a;
+      }
+    }
+  }
+}
+
+}  // namespace g3n::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
 namespace g3n::kernels {
+
+HWY_EXPORT(DepthwiseRows);
+
 namespace {
 
 void check_weights(const TensorView& w, const Conv2dShape& s) {
@@ -38,35 +135,62 @@ void add_bias(const float* bias, int64_t n_pix, int64_t c, float* y, ThreadPool&
 // groups = in_c = out_c: y[p][c] = bias[c] + sum_taps w[c][tap] * x[q(p, tap)][c].
 void conv_depthwise(const TensorView& w, const float* bias, const float* x, const Conv2dShape& s, float* y,
                     ThreadPool& pool) {
-  const int64_t C = s.in_c, KH = s.kernel_h, KW = s.kernel_w, OH = s.out_h(), OW = s.out_w();
+  const int64_t C = s.in_c, KH = s.kernel_h, KW = s.kernel_w, OH = s.out_h();
   // Weights as [tap][c] so the inner loop runs over contiguous channels.
   std::vector<float> wc(size_t(C * KH * KW)), wt(size_t(C * KH * KW));
   to_f32(w, 0, C * KH * KW, wc.data());
   for (int64_t c = 0; c < C; ++c)
     for (int64_t t = 0; t < KH * KW; ++t) wt[size_t(t * C + c)] = wc[size_t(c * KH * KW + t)];
-  pool.parallel_for(OH, 1, [&](int64_t oy0, int64_t oy1) {
-    for (int64_t oy = oy0; oy < oy1; ++oy) {
-      for (int64_t ox = 0; ox < OW; ++ox) {
-        float* __restrict acc = y + (oy * OW + ox) * C;
-        if (bias) std::copy(bias, bias + C, acc);
-        else std::fill(acc, acc + C, 0.0f);
-        for (int64_t ky = 0; ky < KH; ++ky) {
-          const int64_t iy = oy * s.stride_h - s.pad_top + ky;
-          if (iy < 0 || iy >= s.in_h) continue;
-          for (int64_t kx = 0; kx < KW; ++kx) {
-            const int64_t ix = ox * s.stride_w - s.pad_left + kx;
-            if (ix < 0 || ix >= s.in_w) continue;
-            const float* __restrict xp = x + (iy * s.in_w + ix) * C;
-            const float* __restrict wp = wt.data() + (ky * KW + kx) * C;
-            for (int64_t c = 0; c < C; ++c) acc[c] += wp[c] * xp[c];
-          }
-        }
-      }
-    }
-  });
+  detail::DepthwiseJob j;
+  j.x = x;
+  j.wt = wt.data();
+  j.bias = bias;
+  j.s = s;
+  j.y = y;
+  pool.parallel_for(OH, 1, [&](int64_t oy0, int64_t oy1) { HWY_DYNAMIC_DISPATCH(DepthwiseRows)(j, oy0, oy1); });
 }
 
-// General convolution: im2col over tiles of output pixels, one matmul per tile and group.
+// General convolution as one gemm per group whose rows of A are the output pixels' patches, gathered
+// block by block as the gemm asks for them (never stored whole). The patch columns are taken tap-major,
+// (ky, kx, c), so that each tap contributes a run of contiguous channels of the channels-last image;
+// the gemm reads the weights' (c, ky, kx) columns in that order (GemmOptions::taps).
+void conv_implicit_gemm(const TensorView& w, const float* bias, const float* x, const Conv2dShape& s, float* y,
+                        ThreadPool& pool) {
+  const int64_t G = s.groups, Cg = s.in_c / G, Og = s.out_c / G, KW = s.kernel_w;
+  const int64_t OW = s.out_w(), n_pix = s.out_h() * OW;
+  const TensorView wm = as_matrix(w);
+  for (int64_t g = 0; g < G; ++g) {
+    const GemmRowSource patches = [&](int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* dst) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t p = m0 + r, oy = p / OW, ox = p % OW;
+        float* d = dst + r * kc;
+        for (int64_t k = k0, k1 = k0 + kc; k < k1;) {
+          const int64_t tap = k / Cg, c = k - tap * Cg, run = std::min(Cg - c, k1 - k);
+          const int64_t iy = oy * s.stride_h - s.pad_top + tap / KW, ix = ox * s.stride_w - s.pad_left + tap % KW;
+          if (iy >= 0 && iy < s.in_h && ix >= 0 && ix < s.in_w)
+            std::copy_n(x + (iy * s.in_w + ix) * s.in_c + g * Cg + c, run, d);
+          else
+            std::fill(d, d + run, 0.0f);
+          d += run;
+          k += run;
+        }
+      }
+    };
+    // Rows [g*Og, (g+1)*Og) of the weight matrix are contiguous: a view of them is a matrix too.
+    TensorView wg = wm;
+    wg.shape = {Og, wm.dim(1)};
+    wg.data = wm.row(g * Og);
+    GemmOptions o;
+    o.c_stride = s.out_c;
+    o.bias = bias ? bias + g * Og : nullptr;
+    o.taps = s.kernel_h * s.kernel_w;
+    o.a_source = &patches;
+    gemm(wg, nullptr, n_pix, y + g * Og, pool, o);
+  }
+}
+
+// General convolution with few output pixels: im2col over tiles of output pixels, one matmul per tile
+// and group.
 void conv_im2col(const TensorView& w, const float* bias, const float* x, const Conv2dShape& s, float* y,
                  ThreadPool& pool) {
   const int64_t G = s.groups, Cg = s.in_c / G, Og = s.out_c / G, KH = s.kernel_h, KW = s.kernel_w;
@@ -132,10 +256,18 @@ void conv2d(const TensorView& w, const float* bias, const float* x, const Conv2d
   check_weights(w, s);
   const bool no_pad = s.pad_top == 0 && s.pad_bottom == 0 && s.pad_left == 0 && s.pad_right == 0;
   if (s.groups == 1 && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && no_pad) {
-    matmul(as_matrix(w), x, s.in_h * s.in_w, y, pool);
-    add_bias(bias, s.in_h * s.in_w, s.out_c, y, pool);
+    if (gemm_preferred(as_matrix(w), s.in_h * s.in_w)) {
+      GemmOptions o;
+      o.bias = bias;
+      gemm(as_matrix(w), x, s.in_h * s.in_w, y, pool, o);
+    } else {
+      matmul(as_matrix(w), x, s.in_h * s.in_w, y, pool);
+      add_bias(bias, s.in_h * s.in_w, s.out_c, y, pool);
+    }
   } else if (s.groups == s.in_c && s.out_c == s.in_c) {
     conv_depthwise(w, bias, x, s, y, pool);
+  } else if (gemm_preferred(as_matrix(w), s.out_h() * s.out_w())) {
+    conv_implicit_gemm(w, bias, x, s, y, pool);
   } else {
     conv_im2col(w, bias, x, s, y, pool);
   }
@@ -175,3 +307,4 @@ void hwc_to_chw(const float* x, int64_t h, int64_t w, int64_t c, float* y) {
 }
 
 }  // namespace g3n::kernels
+#endif  // HWY_ONCE

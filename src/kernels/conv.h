@@ -7,10 +7,13 @@
 // float32 as they are read; products are summed in float32.
 //
 // Paths (chosen by conv2d; all compute the same sum up to float summation order):
-//  - 1x1, stride 1, no padding, one group: one matmul;
+//  - 1x1, stride 1, no padding, one group: one product over the pixels (kernels::gemm when there are
+//    enough pixels to pay for packing the weights, kernels::gemm_preferred; else kernels::matmul);
 //  - depthwise (groups = C_in = C_out): direct loops, vectorised across channels;
-//  - anything else: im2col into tiles of output pixels (patch order (c, ky, kx), the weight's own
-//    flattening), then one matmul per tile and group.
+//  - anything else, many output pixels: an implicit-im2col gemm per group (the patches of a block of
+//    pixels are gathered as the gemm needs them, tap-major so that each tap is a run of channels);
+//  - anything else, few output pixels: im2col into tiles of output pixels (patch order (c, ky, kx),
+//    the weight's own flattening), then one matmul per tile and group.
 // Threads come from the caller's pool (never nested: matmul calls run outside parallel_for).
 #pragma once
 #include <cstdint>

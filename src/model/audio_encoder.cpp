@@ -7,15 +7,19 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/activation_buffers.h"
 #include "base/error.h"
 #include "kernels/conv.h"
 #include "kernels/conv1d.h"
 #include "kernels/elementwise.h"
+#include "kernels/gemm.h"
 #include "kernels/matmul.h"
+#include "kernels/rows.h"
 
 namespace g3n {
 
-using kernels::matmul;
+// Linear layers over the frames: kernels::gemm for many rows, kernels::matmul for a few.
+using kernels::linear;
 using kernels::rms_norm;
 
 namespace {
@@ -102,17 +106,22 @@ class Registry {
   std::vector<std::string> problems_;
 };
 
-// torch.clamp(x, -c, c); NaN stays NaN.
-void clip(float* x, int64_t n, float c) {
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] < -c ? -c : (x[i] > c ? c : x[i]);
-}
-
 void rms_norm_rows(const float* x, const float* w, int64_t rows, int64_t d, float eps, float* out) {
   for (int64_t t = 0; t < rows; ++t) rms_norm(x + t * d, w, d, eps, out + t * d);
 }
 
-float silu(float x) { return x / (1.0f + std::exp(-x)); }
-float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+// Gemma3nRMSNorm(weight, eps) of every row, after torch.clamp(x, -clip, clip) when clip > 0 and
+// with the activation after it: kernels::rms_norm_rows over the pool.
+kernels::RowNormOptions norm_options(const std::vector<float>& weight, float eps, float clip = 0.0f,
+                                     kernels::RowActivation act = kernels::RowActivation::kNone) {
+  kernels::RowNormOptions o;
+  o.weight = weight.data();
+  o.eps = eps;
+  o.clip = clip;
+  o.activation = act;
+  return o;
+}
+
 float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }  // torch: beta 1, threshold 20
 
 }  // namespace
@@ -375,22 +384,20 @@ void AudioEncoder::sscp(const float* mel, int64_t frames, std::vector<float>& ou
   }
   // a: [T, F * C], index f * C + c (the reference's permute(0, 2, 3, 1).view(b, t, f * c)).
   out.assign(size_t(T * c_.hidden_size), 0.0f);
-  matmul(w_.input_proj_linear, a.data(), T, out.data(), pool);
+  linear(w_.input_proj_linear, a.data(), T, out.data(), pool);
 }
 
 // Reference: Gemma3nAudioConformerFeedForward: x + 0.5 * post_norm(clip(W2 silu(W1 pre_norm(clip(x))))).
 void AudioEncoder::feed_forward(const AudioConformerBlockWeights::FeedForward& w, std::vector<float>& x, int64_t T,
                                 ThreadPool& pool) const {
   const int64_t D = c_.hidden_size;
-  std::vector<float> h(x.begin(), x.begin() + T * D), up(size_t(T * 4 * D)), down(size_t(T * D));
-  clip(h.data(), T * D, clip_);
-  rms_norm_rows(h.data(), w.pre_layer_norm.data(), T, D, kDefaultNormEps, h.data());
-  matmul(w.ffw_layer_1, h.data(), T, up.data(), pool);  // [T, 4D]
-  for (float& v : up) v = silu(v);
-  matmul(w.ffw_layer_2, up.data(), T, down.data(), pool);  // [T, D]
-  clip(down.data(), T * D, clip_);
-  rms_norm_rows(down.data(), w.post_layer_norm.data(), T, D, kDefaultNormEps, down.data());
-  for (int64_t i = 0; i < T * D; ++i) x[size_t(i)] = x[size_t(i)] + down[size_t(i)] * c_.conf_residual_weight;
+  ActivationVector<float> h(size_t(T * D)), up(size_t(T * 4 * D)), down(size_t(T * D));  // uninitialised
+  kernels::rms_norm_rows(x.data(), T, D, norm_options(w.pre_layer_norm, kDefaultNormEps, clip_), h.data(), pool);
+  linear(w.ffw_layer_1, h.data(), T, up.data(), pool);  // [T, 4D]
+  kernels::activate(up.data(), T * 4 * D, kernels::RowActivation::kSilu, pool);
+  linear(w.ffw_layer_2, up.data(), T, down.data(), pool);  // [T, D]
+  kernels::rms_norm_rows(down.data(), T, D, norm_options(w.post_layer_norm, kDefaultNormEps, clip_), down.data(), pool);
+  kernels::add_scaled(x.data(), down.data(), c_.conf_residual_weight, T * D, pool);
 }
 
 // Reference: Gemma3nAudioAttention.forward + Gemma3nAudioRelativePositionEmbedding. The reference
@@ -405,10 +412,10 @@ void AudioEncoder::attention(const AudioConformerBlockWeights& w, const float* x
   const int64_t D = c_.hidden_size, N = c_.conf_num_attention_heads, Dh = c_.head_dim();
   const int64_t W = c_.conf_attention_chunk_size, P = std::max<int64_t>(0, c_.conf_attention_context_left - 1);
   const int64_t R = c_.conf_attention_context_right, span = P + R + 1, context = W + P + R;
-  std::vector<float> q(size_t(T * D)), k(size_t(T * D)), v(size_t(T * D));
-  matmul(w.q_proj, xn, T, q.data(), pool);
-  matmul(w.k_proj, xn, T, k.data(), pool);
-  matmul(w.v_proj, xn, T, v.data(), pool);
+  ActivationVector<float> q(size_t(T * D)), k(size_t(T * D)), v(size_t(T * D));
+  linear(w.q_proj, xn, T, q.data(), pool);
+  linear(w.k_proj, xn, T, k.data(), pool);
+  linear(w.v_proj, xn, T, v.data(), pool);
   // q * q_scale * softplus(per_dim_scale), per head dimension.
   std::vector<float> pds(static_cast<size_t>(Dh));
   for (int64_t h = 0; h < Dh; ++h) pds[size_t(h)] = softplus(w.per_dim_scale[size_t(h)]);
@@ -431,7 +438,7 @@ void AudioEncoder::attention(const AudioConformerBlockWeights& w, const float* x
       signal[size_t(f * D + n_ts + i)] = std::cos(a);
     }
   }
-  matmul(w.pos_proj, signal.data(), span, rel.data(), pool);
+  linear(w.pos_proj, signal.data(), span, rel.data(), pool);
 
   const float cap = c_.conf_attention_logit_cap;
   pool.parallel_for(T * N, 1, [&](int64_t i0, int64_t i1) {
@@ -477,19 +484,17 @@ void AudioEncoder::attention(const AudioConformerBlockWeights& w, const float* x
 void AudioEncoder::light_conv(const AudioConformerBlockWeights& w, std::vector<float>& x, int64_t T,
                               ThreadPool& pool) const {
   const int64_t D = c_.hidden_size;
-  std::vector<float> h(size_t(T * D)), z(size_t(T * 2 * D)), conv(size_t(T * D)), y(size_t(T * D));
-  rms_norm_rows(x.data(), w.lconv_pre_layer_norm.data(), T, D, c_.rms_norm_eps, h.data());  // (no clip here)
-  matmul(w.linear_start, h.data(), T, z.data(), pool);  // [T, 2D]
-  // GLU over the feature axis: first half * sigmoid(second half).
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t c = 0; c < D; ++c)
-      h[size_t(t * D + c)] = z[size_t(t * 2 * D + c)] * sigmoid(z[size_t(t * 2 * D + D + c)]);
+  ActivationVector<float> h(size_t(T * D)), z(size_t(T * 2 * D)), conv(size_t(T * D)), y(size_t(T * D));
+  kernels::rms_norm_rows(x.data(), T, D, norm_options(w.lconv_pre_layer_norm, c_.rms_norm_eps), h.data(),
+                         pool);  // (no clip here)
+  linear(w.linear_start, h.data(), T, z.data(), pool);  // [T, 2D]
+  kernels::glu(z.data(), T, D, h.data(), pool);         // first half * sigmoid(second half)
   kernels::depthwise_conv1d_causal(h.data(), T, D, w.depthwise_conv1d.data(), c_.conf_conv_kernel_size, conv.data());
-  clip(conv.data(), T * D, clip_);
-  rms_norm_rows(conv.data(), w.conv_norm.data(), T, D, c_.rms_norm_eps, conv.data());
-  for (float& v : conv) v = silu(v);
-  matmul(w.linear_end, conv.data(), T, y.data(), pool);
-  for (int64_t i = 0; i < T * D; ++i) x[size_t(i)] = y[size_t(i)] + x[size_t(i)];
+  kernels::rms_norm_rows(conv.data(), T, D,
+                         norm_options(w.conv_norm, c_.rms_norm_eps, clip_, kernels::RowActivation::kSilu), conv.data(),
+                         pool);
+  linear(w.linear_end, conv.data(), T, y.data(), pool);
+  kernels::add_scaled(x.data(), y.data(), 1.0f, T * D, pool);
 }
 
 // Reference: Gemma3nAudioConformerBlock.forward.
@@ -505,14 +510,12 @@ void AudioEncoder::conformer_block(int layer, std::vector<float>& x, int64_t T, 
   dump("ffw_layer_start");
 
   // Gemma3nAudioConformerAttention: x + post_norm(clip(post(attn(pre_attn_norm(clip(x)))))).
-  std::vector<float> h(x.begin(), x.begin() + T * D), att(size_t(T * D)), y(size_t(T * D));
-  clip(h.data(), T * D, clip_);
-  rms_norm_rows(h.data(), w.pre_attn_norm.data(), T, D, kDefaultNormEps, h.data());
+  ActivationVector<float> h(size_t(T * D)), att(size_t(T * D)), y(size_t(T * D));
+  kernels::rms_norm_rows(x.data(), T, D, norm_options(w.pre_attn_norm, kDefaultNormEps, clip_), h.data(), pool);
   attention(w, h.data(), T, valid, att.data(), pool);
-  matmul(w.post, att.data(), T, y.data(), pool);
-  clip(y.data(), T * D, clip_);
-  rms_norm_rows(y.data(), w.post_norm.data(), T, D, kDefaultNormEps, y.data());
-  for (int64_t i = 0; i < T * D; ++i) x[size_t(i)] += y[size_t(i)];
+  linear(w.post, att.data(), T, y.data(), pool);
+  kernels::rms_norm_rows(y.data(), T, D, norm_options(w.post_norm, kDefaultNormEps, clip_), y.data(), pool);
+  kernels::add_scaled(x.data(), y.data(), 1.0f, T * D, pool);
   dump("attention");
 
   // Padded frames are zeroed before the light conv (multiplied, as the reference).
@@ -524,8 +527,7 @@ void AudioEncoder::conformer_block(int layer, std::vector<float>& x, int64_t T, 
   dump("lconv1d");
 
   feed_forward(w.ffw_layer_end, x, T, pool);
-  clip(x.data(), T * D, clip_);
-  rms_norm_rows(x.data(), w.norm.data(), T, D, kDefaultNormEps, x.data());
+  kernels::rms_norm_rows(x.data(), T, D, norm_options(w.norm, kDefaultNormEps, clip_), x.data(), pool);
   dump("block");
 }
 
@@ -534,7 +536,7 @@ void AudioEncoder::embed_soft(const float* x, int64_t n, float* out, ThreadPool&
   const int64_t D = c_.hidden_size, Dt = c_.text_hidden_size;
   std::vector<float> h(static_cast<size_t>(n * D));
   rms_norm_rows(x, w_.soft_embedding_norm.data(), n, D, c_.rms_norm_eps, h.data());
-  matmul(w_.embedding_projection, h.data(), n, out, pool);
+  linear(w_.embedding_projection, h.data(), n, out, pool);
   rms_norm_rows(out, nullptr, n, Dt, c_.rms_norm_eps, out);
 }
 
@@ -545,6 +547,7 @@ AudioSoftTokens AudioEncoder::encode(const float* mel, int64_t frames, int64_t b
             c_.input_feat_size);
   G3N_CHECK(frames >= 1, "audio encoder: the clip has no feature frames (audio shorter than one 32 ms frame)");
   const int64_t D = c_.hidden_size;
+  const ActivationBufferScope buffers;  // the blocks' same-shaped intermediates reuse each other's memory
 
   std::vector<float> x;  // [T, D]
   sscp(mel, frames, x, pool, trace);
@@ -586,7 +589,7 @@ std::vector<float> AudioEncoder::padding_embedding(ThreadPool& pool) const {
   std::vector<float> hard(static_cast<size_t>(D)), out(static_cast<size_t>(c_.text_hidden_size));
   to_f32(w_.embedding, row * D, D, hard.data());
   rms_norm(hard.data(), w_.hard_embedding_norm.data(), D, c_.rms_norm_eps, hard.data());
-  matmul(w_.embedding_projection, hard.data(), 1, out.data(), pool);
+  linear(w_.embedding_projection, hard.data(), 1, out.data(), pool);
   rms_norm(out.data(), nullptr, c_.text_hidden_size, c_.rms_norm_eps, out.data());
   return out;
 }

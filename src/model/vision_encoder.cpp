@@ -1,19 +1,19 @@
 #include "model/vision_encoder.h"
 
 #include <algorithm>
-#include <bit>
 #include <cctype>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "base/activation_buffers.h"
 #include "base/error.h"
 #include "kernels/conv.h"
 #include "kernels/elementwise.h"
-#include "kernels/matmul.h"
+#include "kernels/gemm.h"
+#include "kernels/rows.h"
 
 namespace g3n {
 
-using kernels::matmul;
 using json = nlohmann::json;
 using Type = VisionBlockArgs::Type;
 
@@ -538,52 +538,18 @@ namespace {
 
 // A channels-last image [h, w, c].
 struct Image {
-  std::vector<float> data;
+  ActivationVector<float> data;  // uninitialised when resized; blocks reused within features()
   int64_t h = 0, w = 0, c = 0;
   int64_t pixels() const { return h * w; }
 };
 
-// GELU-tanh over a row, in a form the compiler vectorises (libm's scalar tanhf took a third of the
-// tower's time): tanh(u) = 1 - 2 / (exp(2u) + 1) with a Cephes-style expf (range reduction by ln 2 in
-// two parts, degree-6 polynomial, within 2 ulp). The absolute error of tanh stays below ~2e-7, so
-// the activation matches kernels::gelu_tanh (and torch's) to float rounding.
-void gelu_tanh_row(float* x, int64_t n) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    float u = 2.0f * kSqrt2OverPi * (v + 0.044715f * v * v * v);  // 2u: exp(2u) below
-    // |u| <= 80 (tanh is +-1 in float32 long before), clamped on the bits: integer selects vectorise
-    // where float compares (which may trap) do not.
-    const uint32_t bits = std::bit_cast<uint32_t>(u), mag = bits & 0x7fffffffu;
-    u = std::bit_cast<float>((bits & 0x80000000u) | (mag < 0x42a00000u ? mag : 0x42a00000u));
-    const float t = u * 1.44269504088896341f;                 // |t| <= 116
-    const int32_t k = int32_t(t + 1024.5f) - 1024;           // round(t): truncation of a positive value
-    const float fk = float(k);
-    float r = u - fk * 0.693359375f;
-    r = r - fk * -2.12194440e-4f;
-    float y = 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * r * r + r + 1.0f;
-    const float e = y * std::bit_cast<float>(uint32_t(k + 127) << 23);  // exp(2u)
-    const float th = 1.0f - 2.0f / (e + 1.0f);
-    x[i] = 0.5f * v * (1.0f + th);
-  }
-}
-
 // timm RmsNorm2d / RmsNormAct2d over channels at every pixel (GELU-tanh after it when `act`).
 void norm_act(Image& x, const std::vector<float>& weight, float eps, bool act, ThreadPool& pool) {
-  const int64_t C = x.c;
-  pool.parallel_for(x.pixels(), 64, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      float* row = x.data.data() + p * C;
-      kernels::rms_norm(row, weight.data(), C, eps, row);
-      if (act) gelu_tanh_row(row, C);
-    }
-  });
+  kernels::RowNormOptions o;
+  o.weight = weight.data();
+  o.eps = eps;
+  o.activation = act ? kernels::RowActivation::kGeluTanh : kernels::RowActivation::kNone;
+  kernels::rms_norm_rows(x.data.data(), x.pixels(), x.c, o, x.data.data(), pool);
 }
 
 // ConvNormAct(pad_type='same'): timm Conv2dSame / static 'same' padding, then the norm.
@@ -612,32 +578,27 @@ Image pointwise(const TensorView& w4, const Image& x, ThreadPool& pool) {
   Image y;
   y.h = x.h, y.w = x.w, y.c = w.dim(0);
   y.data.resize(size_t(y.pixels() * y.c));
-  matmul(w, x.data.data(), x.pixels(), y.data.data(), pool);
+  kernels::linear(w, x.data.data(), x.pixels(), y.data.data(), pool);
   return y;
 }
 
 // LayerScale2d (x * gamma per channel), then the residual when the block has one.
 void scale_and_add(Image& y, const std::vector<float>& gamma, const Image* shortcut, ThreadPool& pool) {
-  const int64_t C = y.c;
-  pool.parallel_for(y.pixels(), 256, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      float* row = y.data.data() + p * C;
-      if (!gamma.empty())
-        for (int64_t c = 0; c < C; ++c) row[c] *= gamma[size_t(c)];
-      if (shortcut) {
-        const float* sc = shortcut->data.data() + p * C;
-        for (int64_t c = 0; c < C; ++c) row[c] += sc[c];
-      }
-    }
-  });
+  kernels::scale_add_rows(y.data.data(), gamma.empty() ? nullptr : gamma.data(),
+                          shortcut ? shortcut->data.data() : nullptr, y.pixels(), y.c, pool);
 }
 
 // MobileAttention(use_multi_query=True): x + gamma * MultiQueryAttention2d(RmsNorm2d(x)).
 // Reference: timm attention2d.MultiQueryAttention2d.forward (softmax(q k^T * key_dim^-0.5) v per
 // query head, one K/V head, outputs concatenated head-major).
 Image mqa_block(const Block& b, const Image& x, float eps, ThreadPool& pool) {
-  Image xn = x;
-  norm_act(xn, b.norm, eps, false, pool);
+  Image xn;
+  xn.h = x.h, xn.w = x.w, xn.c = x.c;
+  xn.data.resize(x.data.size());
+  kernels::RowNormOptions no;
+  no.weight = b.norm.data();
+  no.eps = eps;
+  kernels::rms_norm_rows(x.data.data(), x.pixels(), x.c, no, xn.data.data(), pool);
   const Image q = pointwise(b.q_proj, xn, pool);  // [HW, h*dk]
   Image k, v;
   if (b.kv_stride > 1) {
@@ -648,28 +609,13 @@ Image mqa_block(const Block& b, const Image& x, float eps, ThreadPool& pool) {
     v = pointwise(b.v_proj, xn, pool);
   }
   const int64_t N = xn.pixels(), M = k.pixels(), H = b.heads, dk = b.key_dim, dv = b.value_dim;
-  // V^T [dv, M] so that A V is a matmul with "weights" V^T.
-  std::vector<float> vt(size_t(dv * M));
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t j = 0; j < dv; ++j) vt[size_t(j * M + m)] = v.data[size_t(m * dv + j)];
-  const TensorView kw{DType::F32, {M, dk}, k.data.data()};
-  const TensorView vw{DType::F32, {dv, M}, vt.data()};
-  std::vector<float> scores(size_t(N * M));
+  // One K/V head for all query heads: q [N, H*dk] is the matrix [N*H, dk] of (pixel, head) rows and
+  // o [N, H*dv] is [N*H, dv] likewise, so every head is one fused softmax(q K^T / sqrt(dk)) V.
   Image o;
   o.h = xn.h, o.w = xn.w, o.c = H * dv;
   o.data.resize(size_t(N * H * dv));
-  const float scale = 1.0f / std::sqrt(float(dk));
-  for (int64_t h = 0; h < H; ++h) {
-    matmul(kw, q.data.data() + h * dk, N, scores.data(), pool, /*x_stride=*/H * dk, /*y_stride=*/M);
-    pool.parallel_for(N, 16, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        float* row = scores.data() + t * M;
-        for (int64_t m = 0; m < M; ++m) row[m] *= scale;
-        kernels::softmax(row, M);
-      }
-    });
-    matmul(vw, scores.data(), N, o.data.data() + h * dv, pool, /*x_stride=*/M, /*y_stride=*/H * dv);
-  }
+  kernels::attention_shared_kv(q.data.data(), N * H, dk, k.data.data(), v.data.data(), M, dk, dv,
+                               1.0f / std::sqrt(float(dk)), o.data.data(), dv, pool);
   Image y = pointwise(b.o_proj, o, pool);
   scale_and_add(y, b.layer_scale, b.skip ? &x : nullptr, pool);
   return y;
@@ -760,6 +706,7 @@ std::vector<float> VisionEncoder::features(const float* pixels, int64_t height, 
             " pixels: the vision encoder takes 1..8192 pixels per side");
   const Weights& w = *w_;
   const float eps = arch_.norm_eps;
+  const ActivationBufferScope buffers;  // layers of the same shape reuse each other's memory
   Image x;
   x.h = height, x.w = width, x.c = 3;
   x.data.resize(size_t(3 * height * width));
@@ -802,7 +749,7 @@ std::vector<float> VisionEncoder::features(const float* pixels, int64_t height, 
     else z = avg_pool(z, H / R, W / R);
   }
   norm_act(z, w.msfa_norm, eps, false, pool);
-  return std::move(z.data);  // [R*R, 2048], raster order
+  return std::vector<float>(z.data.begin(), z.data.end());  // [R*R, 2048], raster order
 }
 
 // Reference: Gemma3nMultimodalEmbedder.forward(inputs_embeds=...) after get_image_features' scaling:
@@ -819,7 +766,7 @@ std::vector<float> VisionEncoder::embed_features(const float* feats, int64_t n, 
       kernels::rms_norm(row, w_->soft_embedding_norm.data(), F, eps, row);
     }
   });
-  matmul(w_->embedding_projection, normed.data(), n, out.data(), pool);
+  kernels::linear(w_->embedding_projection, normed.data(), n, out.data(), pool);
   pool.parallel_for(n, 8, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) kernels::rms_norm(out.data() + t * D, nullptr, D, eps, out.data() + t * D);
   });

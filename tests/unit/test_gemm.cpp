@@ -1,0 +1,244 @@
+// kernels::gemm against its double-precision oracle: every weight type, every SIMD target, sizes that
+// are multiples of nothing (edge tiles in M and N, several K blocks, several N blocks), 1..3 threads,
+// unaligned pointers, strides, bias, accumulation, [K, N] weights, tap-major columns and rows of A from
+// a callback.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "base/dtype.h"
+#include "base/error.h"
+#include "base/thread_pool.h"
+#include "kernels/gemm.h"
+#include "kernels/matmul.h"
+#include "quant/quant.h"
+
+namespace g3n {
+namespace {
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+struct Weights {
+  std::vector<uint8_t> bytes;
+  TensorView view;
+  std::vector<float> values;  // as stored, in float
+};
+
+// `values` [rows, cols] stored as `dtype`, `misalign` bytes into the buffer.
+Weights store(const std::vector<float>& values, int64_t rows, int64_t cols, DType dtype, size_t misalign) {
+  Weights w;
+  const quant::OwnedTensor t = quant::quantize_tensor(values.data(), rows, cols, dtype);
+  w.bytes.resize(t.bytes.size() + misalign + 16);
+  std::memcpy(w.bytes.data() + misalign, t.bytes.data(), t.bytes.size());
+  w.view = {dtype, {rows, cols}, w.bytes.data() + misalign};
+  w.values.resize(values.size());
+  to_f32(w.view, 0, rows * cols, w.values.data());
+  return w;
+}
+
+template <class Fn>
+void for_each_simd_target(const Fn& fn) {
+  const auto targets = kernels::simd_targets();
+  ASSERT_FALSE(targets.empty());
+  for (const auto& t : targets) {
+    if (t.vnni) continue;  // the same float path as the plain AVX3 entry
+    kernels::force_simd_target(&t);
+    SCOPED_TRACE("SIMD target " + t.name);
+    fn();
+  }
+  kernels::force_simd_target(nullptr);
+}
+
+struct Case {
+  int64_t m, n, k;
+};
+
+// Checks gemm against gemm_reference: |y - ref| within float32 summation error, (k + 2) ulps of
+// sum |w a| + |bias| + |c| (a bound for any summation order).
+void expect_close(const TensorView& w, const float* a, int64_t m, int64_t n, int64_t k, const kernels::GemmOptions& o,
+                  const std::vector<float>& c0, int threads) {
+  const int64_t ldc = o.c_stride ? o.c_stride : n, lda = o.a_stride ? o.a_stride : k;
+  std::vector<float> got = c0, want = c0;
+  ThreadPool pool(threads);
+  kernels::gemm(w, a, m, got.data(), pool, o);
+  kernels::gemm_reference(w, a, m, want.data(), o);
+  // The scale of rounding: the same sum over absolute values.
+  std::vector<float> wf(size_t(w.numel()));
+  to_f32(w, 0, w.numel(), wf.data());
+  std::vector<float> arow(static_cast<size_t>(k));
+  int bad = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    if (o.a_source) (*o.a_source)(i, 1, 0, k, arow.data());
+    else std::copy_n(a + i * lda, k, arow.data());
+    for (int64_t j = 0; j < ldc; ++j) {
+      const size_t at = size_t(i * ldc + j);
+      if (j >= n) {  // past N: untouched
+        ASSERT_EQ(std::memcmp(&got[at], &c0[at], 4), 0) << "wrote past column " << n << " at row " << i;
+        continue;
+      }
+      double scale = (o.bias ? std::fabs(o.bias[j]) : 0.0) + (o.accumulate ? std::fabs(c0[at]) : 0.0);
+      const int64_t C = k / o.taps;
+      for (int64_t q = 0; q < k; ++q) {
+        const int64_t src = (q % C) * o.taps + q / C;
+        const float wv = o.weights_kn ? wf[size_t(q * n + j)] : wf[size_t(j * k + src)];
+        scale += std::fabs(double(wv) * arow[size_t(q)]);
+      }
+      const double tol = double(k + 2) * 1.2e-7 * scale + 1e-30;
+      if (!(std::fabs(double(got[at]) - double(want[at])) <= tol) && ++bad < 5)
+        ADD_FAILURE() << "C[" << i << "][" << j << "] = " << got[at] << ", oracle " << want[at] << " (tol " << tol
+                      << ")";
+    }
+  }
+  EXPECT_EQ(bad, 0);
+}
+
+class GemmTest : public ::testing::TestWithParam<std::tuple<DType, int>> {};
+
+TEST_P(GemmTest, MatchesOracleOnOddSizes) {
+  const auto [dtype, threads] = GetParam();
+  const size_t misalign = dtype == DType::F32 ? 4 : 2;
+  const Case cases[] = {{1, 1, 1},   {7, 13, 5},    {37, 65, 129}, {100, 130, 300},
+                        {193, 1030, 70}, {5, 200, 520}, {61, 17, 1},   {250, 3, 33}};
+  for_each_simd_target([&] {
+    for (const Case& cs : cases) {
+      SCOPED_TRACE("M " + std::to_string(cs.m) + " N " + std::to_string(cs.n) + " K " + std::to_string(cs.k));
+      const Weights w = store(randn(size_t(cs.n * cs.k), 11, 0.5f), cs.n, cs.k, dtype, misalign);
+      std::vector<float> abuf = randn(size_t(cs.m * cs.k) + 1, 12);
+      const float* a = abuf.data() + 1;  // one float off alignment
+      expect_close(w.view, a, cs.m, cs.n, cs.k, {}, std::vector<float>(size_t(cs.m * cs.n), -7.0f), threads);
+    }
+  });
+}
+
+TEST_P(GemmTest, StridesBiasAndAccumulation) {
+  const auto [dtype, threads] = GetParam();
+  const int64_t m = 45, n = 77, k = 301, lda = k + 3, ldc = n + 5;
+  const Weights w = store(randn(size_t(n * k), 21, 0.5f), n, k, dtype, 0);
+  const std::vector<float> a = randn(size_t(m * lda), 22);
+  const std::vector<float> bias = randn(size_t(n), 23);
+  const std::vector<float> c0 = randn(size_t(m * ldc), 24);
+  for_each_simd_target([&] {
+    for (bool acc : {false, true})
+      for (bool with_bias : {false, true}) {
+        SCOPED_TRACE(std::string(acc ? "accumulate" : "overwrite") + (with_bias ? ", bias" : ""));
+        kernels::GemmOptions o;
+        o.a_stride = lda;
+        o.c_stride = ldc;
+        o.accumulate = acc;
+        o.bias = with_bias ? bias.data() : nullptr;
+        expect_close(w.view, a.data(), m, n, k, o, c0, threads);
+      }
+  });
+}
+
+TEST_P(GemmTest, WeightsStoredKN) {
+  const auto [dtype, threads] = GetParam();
+  const int64_t m = 70, n = 83, k = 270;
+  const Weights w = store(randn(size_t(k * n), 31, 0.5f), k, n, dtype, 2);
+  const std::vector<float> a = randn(size_t(m * k), 32);
+  kernels::GemmOptions o;
+  o.weights_kn = true;
+  for_each_simd_target([&] { expect_close(w.view, a.data(), m, n, k, o, std::vector<float>(size_t(m * n)), threads); });
+}
+
+TEST_P(GemmTest, TapMajorColumnsFromASource) {
+  const auto [dtype, threads] = GetParam();
+  // A 3x3 convolution's weights [out, in, 3, 3] seen as [out, in * 9], columns taken (tap, channel).
+  const int64_t m = 53, n = 35, channels = 37, taps = 9, k = channels * taps;
+  const Weights w = store(randn(size_t(n * k), 41, 0.5f), n, k, dtype, 0);
+  const std::vector<float> full = randn(size_t(m * k), 42);
+  const kernels::GemmRowSource source = [&](int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* dst) {
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(full.data() + (m0 + r) * k + k0, kc, dst + r * kc);
+  };
+  const std::vector<float> bias = randn(size_t(n), 43);
+  kernels::GemmOptions o;
+  o.taps = taps;
+  o.a_source = &source;
+  o.bias = bias.data();
+  for_each_simd_target([&] { expect_close(w.view, nullptr, m, n, k, o, std::vector<float>(size_t(m * n)), threads); });
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, GemmTest,
+                         ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
+                                            ::testing::Values(1, 2, 3)),
+                         [](const auto& info) {
+                           return std::string(dtype_name(std::get<0>(info.param))) + "_threads" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
+
+TEST(Gemm, LinearAgreesWithMatmulOnBothSidesOfTheThreshold) {
+  ThreadPool pool(2);
+  const int64_t n = 96, k = 200;
+  const Weights w = store(randn(size_t(n * k), 51, 0.5f), n, k, DType::BF16, 0);
+  for (int64_t m : {1, 8, 31, 32, 300}) {
+    const std::vector<float> x = randn(size_t(m * k), 52);
+    std::vector<float> y(size_t(m * n)), ref(size_t(m * n));
+    kernels::linear(w.view, x.data(), m, y.data(), pool);
+    kernels::matmul_reference(w.view, x.data(), m, ref.data());
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref[i], 1e-4 * (1 + std::fabs(ref[i]))) << "m " << m;
+  }
+}
+
+TEST(Gemm, AttentionWithSharedKeysAndValues) {
+  struct Shape {
+    int64_t rows, m, dk, dv;
+  };
+  // Row blocks cut mid-tile, key counts cut mid-panel, dk and m past one K block, dv past one panel.
+  const Shape shapes[] = {{1, 1, 1, 1}, {37, 49, 16, 16}, {100, 130, 64, 96}, {29, 600, 530, 70}};
+  for_each_simd_target([&] {
+    for (const Shape& sh : shapes)
+      for (int threads : {1, 3}) {
+        SCOPED_TRACE("rows " + std::to_string(sh.rows) + " m " + std::to_string(sh.m) + " dk " +
+                     std::to_string(sh.dk) + " dv " + std::to_string(sh.dv));
+        ThreadPool pool(threads);
+        const int64_t q_stride = sh.dk + 3, out_stride = sh.dv + 2;
+        const std::vector<float> q = randn(size_t(sh.rows * q_stride), 61), k = randn(size_t(sh.m * sh.dk), 62),
+                                 v = randn(size_t(sh.m * sh.dv), 63);
+        std::vector<float> got(size_t(sh.rows * out_stride), 5.0f), want = got;
+        const float scale = 1.0f / std::sqrt(float(sh.dk));
+        kernels::attention_shared_kv(q.data(), sh.rows, q_stride, k.data(), v.data(), sh.m, sh.dk, sh.dv, scale,
+                                     got.data(), out_stride, pool);
+        kernels::attention_shared_kv_reference(q.data(), sh.rows, q_stride, k.data(), v.data(), sh.m, sh.dk, sh.dv,
+                                               scale, want.data(), out_stride);
+        for (size_t i = 0; i < got.size(); ++i)
+          ASSERT_NEAR(got[i], want[i], 2e-5 * (1 + std::fabs(want[i]))) << "element " << i;
+      }
+  });
+}
+
+TEST(Gemm, RejectsBlockTypesAndBadTaps) {
+  ThreadPool pool(1);
+  std::vector<float> v(64 * 32, 0.5f), a(64), c(64);
+  const Weights q = store(v, 64, 32, DType::Q8_0, 0);
+  EXPECT_THROW(kernels::gemm(q.view, a.data(), 1, c.data(), pool), Error);
+  const Weights f = store(v, 64, 32, DType::F32, 0);
+  kernels::GemmOptions o;
+  o.taps = 5;
+  EXPECT_THROW(kernels::gemm(f.view, a.data(), 1, c.data(), pool, o), Error);
+  EXPECT_FALSE(kernels::gemm_preferred(q.view, 1000));
+  EXPECT_TRUE(kernels::gemm_preferred(f.view, 1000));
+}
+
+TEST(Gemm, EmptyInnerDimensionGivesBias) {
+  ThreadPool pool(2);
+  std::vector<uint8_t> none(16);
+  const TensorView w{DType::F32, {3, 0}, none.data()};
+  const float bias[3] = {1, 2, 3};
+  std::vector<float> c(6, 9.0f);
+  kernels::GemmOptions o;
+  o.bias = bias;
+  kernels::gemm(w, nullptr, 2, c.data(), pool, o);
+  EXPECT_EQ(c, (std::vector<float>{1, 2, 3, 1, 2, 3}));
+}
+
+}  // namespace
+}  // namespace g3n
