@@ -2,12 +2,20 @@
 // one model on this machine. Prints one JSON object (bench/compare.py puts it beside llama.cpp's).
 //
 //   g3n_bench -m DIR [--threads N] [--prefill 128,512] [--decode 128] [--profile NAME]
+//   g3n_bench -m DIR [--profile NAME] --versus DIR2 [--versus-profile NAME2] [--rounds 8] ...
+//
+// --versus loads a second model into the same process and runs the workload on the two in turn,
+// --rounds times, printing each round and the medians of the per-round speed ratios (first / second).
+// On a shared or virtual machine whose speed drifts by ±10% from minute to minute, alternating
+// within one process compares two configurations far more tightly than separate runs do (used by
+// bench/matformer_bench.py: a MatFormer profile against the checkpoint sliced with it).
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
@@ -88,6 +96,81 @@ uint64_t decode_weight_bytes(const g3n::Model& model, const g3n::MatformerProfil
   return b;
 }
 
+// The workload: a prefill of each length in a fresh session (best of 2), then a 128-token prompt
+// (time to first token) and `decode` greedy tokens. Fills prefill, time_to_first_token_seconds,
+// decode and memory of `out`.
+void run_workload(const g3n::Model& model, const g3n::SessionOptions& so, const std::vector<int64_t>& prefill,
+                  int64_t decode, nlohmann::json& out) {
+  for (int64_t n : prefill) {
+    const auto ids = random_ids(n, uint32_t(n));
+    double best = 1e30;
+    for (int rep = 0; rep < 2; ++rep) {
+      g3n::Session s(model, so);
+      const auto t0 = clock_type::now();
+      s.feed(ids);
+      best = std::min(best, seconds(t0, clock_type::now()));
+    }
+    out["prefill"][std::to_string(n)] = {{"seconds", best}, {"tokens_per_second", double(n) / best}};
+  }
+  const auto ids = random_ids(128, 7);
+  g3n::Session s(model, so);
+  const auto t0 = clock_type::now();
+  const std::vector<float>* logits = &s.feed(ids);
+  int32_t next = g3n::argmax(logits->data(), model.vocab_size());
+  const auto t_first = clock_type::now();
+  out["time_to_first_token_seconds"] = seconds(t0, t_first);
+  for (int64_t i = 0; i < decode; ++i) {
+    logits = &s.feed({next});
+    next = g3n::argmax(logits->data(), model.vocab_size());
+  }
+  const double dt = seconds(t_first, clock_type::now());
+  out["decode"] = {{"tokens", decode}, {"seconds", dt}, {"tokens_per_second", double(decode) / dt}};
+  const g3n::MemoryReport m = model.memory(&s);
+  out["memory"] = {{"core_weight_bytes", m.core_weight_bytes},   {"core_weight_resident", m.core_weight_resident},
+                   {"ple_table_bytes", m.ple_table_bytes},       {"ple_table_resident", m.ple_table_resident},
+                   {"kv_cache_bytes", m.kv_cache_bytes},         {"scratch_bytes", m.scratch_bytes}};
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+// --versus: the two models in turn, `rounds` times; per round and the medians of first / second.
+nlohmann::json run_versus(const g3n::Model& a, const g3n::SessionOptions& sa, const g3n::Model& b,
+                          const g3n::SessionOptions& sb, const std::vector<int64_t>& prefill, int64_t decode,
+                          int rounds) {
+  nlohmann::json out, list = nlohmann::json::array();
+  std::map<std::string, std::vector<double>> ratios, speed_a, speed_b;
+  for (int r = 0; r < rounds; ++r) {
+    nlohmann::json ra, rb;
+    run_workload(a, sa, prefill, decode, ra);
+    run_workload(b, sb, prefill, decode, rb);
+    auto add = [&](const std::string& key, double va, double vb) {
+      ratios[key].push_back(va / vb);
+      speed_a[key].push_back(va);
+      speed_b[key].push_back(vb);
+    };
+    for (int64_t n : prefill) {
+      const std::string k = std::to_string(n);
+      add("prefill " + k, ra["prefill"][k]["tokens_per_second"].get<double>(),
+          rb["prefill"][k]["tokens_per_second"].get<double>());
+    }
+    add("decode", ra["decode"]["tokens_per_second"].get<double>(), rb["decode"]["tokens_per_second"].get<double>());
+    list.push_back({{"first", ra}, {"second", rb}});
+    std::fprintf(stderr, "g3n_bench: round %d/%d: first / second decode %.3f\n", r + 1, rounds,
+                 ratios["decode"].back());
+  }
+  for (const auto& [k, v] : ratios) {
+    out["median_ratio"][k] = median(v);
+    out["median_tokens_per_second"]["first"][k] = median(speed_a.at(k));
+    out["median_tokens_per_second"]["second"][k] = median(speed_b.at(k));
+  }
+  out["rounds"] = list;
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -104,6 +187,11 @@ int main(int argc, char** argv) {
   app.add_option("--decode", decode, "Tokens to decode after a 128-token prompt");
   app.add_flag("!--no-bandwidth", bandwidth, "Skip the memory bandwidth measurement");
   app.add_option("--profile", profile, "MatFormer profile every session runs (see g3n run --profile)");
+  std::string versus, versus_profile;
+  int rounds = 8;
+  app.add_option("--versus", versus, "A second model, run in turn with the first in this process");
+  app.add_option("--versus-profile", versus_profile, "MatFormer profile of the --versus model");
+  app.add_option("--rounds", rounds, "--versus: rounds of the two workloads")->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -119,37 +207,18 @@ int main(int argc, char** argv) {
     so.profile = profile;
     if (!profile.empty()) out["profile"] = profile;
 
-    for (int64_t n : prefill) {
-      const auto ids = random_ids(n, uint32_t(n));
-      double best = 1e30;
-      for (int rep = 0; rep < 2; ++rep) {
-        g3n::Session s(*model, so);
-        const auto t0 = clock_type::now();
-        s.feed(ids);
-        best = std::min(best, seconds(t0, clock_type::now()));
-      }
-      out["prefill"][std::to_string(n)] = {{"seconds", best}, {"tokens_per_second", double(n) / best}};
+    if (!versus.empty()) {
+      auto other = g3n::Model::load(versus, lo);
+      g3n::SessionOptions so2;
+      so2.profile = versus_profile;
+      out["versus"] = versus;
+      if (!versus_profile.empty()) out["versus_profile"] = versus_profile;
+      out.update(run_versus(*model, so, *other, so2, prefill, decode, rounds));
+      std::printf("%s\n", out.dump(2).c_str());
+      return 0;
     }
 
-    {
-      const auto ids = random_ids(128, 7);
-      g3n::Session s(*model, so);
-      const auto t0 = clock_type::now();
-      const std::vector<float>* logits = &s.feed(ids);
-      int32_t next = g3n::argmax(logits->data(), model->vocab_size());
-      const auto t_first = clock_type::now();
-      out["time_to_first_token_seconds"] = seconds(t0, t_first);
-      for (int64_t i = 0; i < decode; ++i) {
-        logits = &s.feed({next});
-        next = g3n::argmax(logits->data(), model->vocab_size());
-      }
-      const double dt = seconds(t_first, clock_type::now());
-      out["decode"] = {{"tokens", decode}, {"seconds", dt}, {"tokens_per_second", double(decode) / dt}};
-      const g3n::MemoryReport m = model->memory(&s);
-      out["memory"] = {{"core_weight_bytes", m.core_weight_bytes},   {"core_weight_resident", m.core_weight_resident},
-                       {"ple_table_bytes", m.ple_table_bytes},       {"ple_table_resident", m.ple_table_resident},
-                       {"kv_cache_bytes", m.kv_cache_bytes},         {"scratch_bytes", m.scratch_bytes}};
-    }
+    run_workload(*model, so, prefill, decode, out);
 
     struct rusage ru {};
     ::getrusage(RUSAGE_SELF, &ru);

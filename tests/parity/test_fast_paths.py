@@ -5,6 +5,8 @@ Also reports (not asserts) the quantised files' agreement with float on the same
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,8 @@ PROMPT = "2,105,2364,107," + ",".join(str(1000 + 37 * i) for i in range(60))
 def tinyf(g3n, tmp_path_factory):
     out = tmp_path_factory.mktemp("tinyf") / "model"
     check_ok(g3n.run("make-random", "--preset", "tiny", "--dtype", "f32", "--seed", "3", "--out", out), "make-random")
-    return out
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def test_prefill_skip_and_sparse_decode_equal_plain(g3n, tinyf, tmp_path):

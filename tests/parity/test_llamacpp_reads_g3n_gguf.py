@@ -32,7 +32,8 @@ def case(g3n, tmp_path_factory, _torch_threads):
     tiny = d / "tiny"
     check_ok(g3n.run("make-random", "--preset", "tiny", "--modalities", "text", "--out", tiny), "make-random")
     shutil.copy(tiny / "tokenizer.model", d / "hf" / "tokenizer.model")
-    return v, d, ids, refs
+    yield v, d, ids, refs
+    shutil.rmtree(d, ignore_errors=True)  # ~1.6 GB of checkpoints and GGUFs
 
 
 @pytest.mark.parametrize("qtype", ["f32", "q8"])

@@ -219,7 +219,8 @@ def test_elastic_switching_in_one_process(g3n, e4b_with_tokenizer, tmp_path):
 def e4b_q8(g3n, e4b_with_tokenizer, tmp_path_factory):
     q = tmp_path_factory.mktemp("q8") / "e4b.gguf"
     check_ok(g3n.run("quantize", "-m", e4b_with_tokenizer, "--type", "q8", "--out", q), "quantize")
-    return q
+    yield q
+    q.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("spec", ["Config for official E2B Model", "skip=12;ffn=96"])

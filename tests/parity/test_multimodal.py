@@ -14,6 +14,7 @@ Compared: logits of every position (max |diff| <= 1e-3) and greedy continuations
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -292,7 +293,8 @@ def test_bad_media_files_are_errors(g3n, mm, tmp_path):
 def tiny_mm(g3n, tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny_mm") / "tiny"
     check_ok(g3n.run("make-random", "--preset", "tiny", "--dtype", "f32", "--seed", "9", "--out", d), "make-random")
-    return d
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_make_random_towers_load_in_transformers(g3n, tiny_mm, media, tmp_path, record, _torch_threads):
