@@ -8,7 +8,7 @@
 //
 //   case dtype out in tokens threads path cache time_us GB/s GFLOP/s %stream busy%
 //
-//   case     decode (tokens = 1), prefill, sparse-cols / sparse-rowsT / sparse-dense (the FFN down
+//   case     decode (tokens = 1), prefill (matmul, then gemm: path .../gemm), sparse-cols / sparse-rowsT / sparse-dense (the FFN down
 //            projection with 5% of 16384 activations nonzero), or stream
 //   path     the SIMD path (kernels::active_simd_target) and, for block types, /int8 or /float
 //            activations (kernels::QuantActivations)
@@ -31,6 +31,7 @@
 
 #include "base/dtype.h"
 #include "base/thread_pool.h"
+#include "kernels/gemm.h"
 #include "kernels/matmul.h"
 #include "quant/quant.h"
 
@@ -169,6 +170,19 @@ void bench_matmul(const char* kind, const quant::OwnedTensor& w, int64_t tokens,
          2.0 * double(out) * double(in) * double(tokens));
 }
 
+// The same product by kernels::gemm (packed float panels; what prefill uses from kGemmMinRows rows).
+void bench_gemm(const char* kind, const quant::OwnedTensor& w, int64_t tokens, int threads) {
+  const int64_t out = w.shape[0], in = w.shape[1];
+  std::vector<float> x(size_t(tokens * in)), y(size_t(tokens * out));
+  fill(x.data(), x.size(), 7);
+  ThreadPool pool(threads);
+  const TensorView v = w.view();
+  const double t = time_median([&] { kernels::gemm(v, x.data(), tokens, y.data(), pool); }, false, pool,
+                               g_quick ? 2 : 5, g_quick ? 0.2 : 1.0);
+  report(kind, dtype_name(w.dtype), out, in, tokens, threads, kernels::active_simd_target() + "/gemm", false, t,
+         double(w.bytes.size()), 2.0 * double(out) * double(in) * double(tokens));
+}
+
 std::string shape_text(const char* kind, DType dt, int64_t out, int64_t in) {
   return std::string(kind) + " " + dtype_name(dt) + " " + std::to_string(out) + "x" + std::to_string(in);
 }
@@ -196,7 +210,10 @@ void bench_shapes() {
         if (dec) bench_matmul("decode", w, 1, threads, true);
       if (dec && !lm_head) bench_matmul("decode", w, 1, 1, false);
       for (int threads : {1, 2})
-        if (pre) bench_matmul("prefill", w, g_quick ? 64 : 256, threads, false);
+        if (pre) {
+          bench_matmul("prefill", w, g_quick ? 64 : 256, threads, false);
+          bench_gemm("prefill", w, g_quick ? 64 : 256, threads);
+        }
     }
   }
 }

@@ -26,6 +26,7 @@
 
 #include "base/error.h"
 #include "kernels/matmul.h"
+#include "quant/quant.h"
 
 // As matmul.cpp: scalable vectors cannot live in the register-tile arrays.
 #ifndef HWY_DISABLED_TARGETS
@@ -64,6 +65,16 @@ struct AttentionJob {
 };
 
 inline float gemm_load_element(DType t, const uint8_t* row, int64_t i) {
+  if (dtype_is_quantized(t)) {  // element i of a row of Q8_0 / Q4_0 blocks: d * q
+    const uint8_t* blk = row + size_t(i / kQuantBlock) * dtype_size(t);
+    const int j = int(i % kQuantBlock);
+    uint16_t d;
+    std::memcpy(&d, blk, 2);
+    const int q = t == DType::Q8_0 ? int(int8_t(blk[2 + j]))
+                  : j < kQuantBlock / 2 ? int(blk[2 + j] & 15) - 8
+                                        : int(blk[2 + j - kQuantBlock / 2] >> 4) - 8;
+    return f16_to_f32(d) * float(q);
+  }
   if (t == DType::F32) {
     float v;
     std::memcpy(&v, row + 4 * i, 4);
@@ -184,6 +195,44 @@ void PackFullPanel512(DType t, const uint8_t* const* rows, int64_t k0, int64_t k
       for (int i = 0; i < 16; ++i) dst[k * kNR + g + i] = detail::gemm_load_element(t, rows[g + i], k0 + k);
   }
 }
+
+// Elements [16 h, 16 h + 16) of a Q8_0 / Q4_0 block as float: d * q, as quant::dequantize_row_*.
+HWY_INLINE __m512 DequantizeHalfBlock512(DType t, const uint8_t* blk, int h, __m512 d) {
+  __m512i q;
+  if (t == DType::Q8_0) {
+    q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2 + 16 * h)));
+  } else {  // low nibbles are elements 0..15, high nibbles 16..31
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+    q = _mm512_sub_epi32(h == 0 ? _mm512_and_si512(v, _mm512_set1_epi32(15)) : _mm512_srli_epi32(v, 4),
+                         _mm512_set1_epi32(8));
+  }
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(q), d);
+}
+
+// PackFullPanel512 for block weights (k0 and kc multiples of 32): per 16 rows, one block of each
+// row dequantised into two vectors, then transposed as two 16 x 16 tiles.
+void PackFullPanelQuant512(DType t, const uint8_t* const* rows, int64_t k0, int64_t kc, float* HWY_RESTRICT dst) {
+  const size_t bb = dtype_size(t);
+  for (int64_t g = 0; g < kNR; g += 16) {
+    for (int64_t k = 0; k < kc; k += kQuantBlock) {
+      __m512 lo[16], hi[16];
+      for (int i = 0; i < 16; ++i) {
+        const uint8_t* blk = rows[g + i] + size_t((k0 + k) / kQuantBlock) * bb;
+        uint16_t h;
+        std::memcpy(&h, blk, 2);
+        const __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
+        lo[i] = DequantizeHalfBlock512(t, blk, 0, d);
+        hi[i] = DequantizeHalfBlock512(t, blk, 1, d);
+      }
+      Transpose16x16(lo);
+      Transpose16x16(hi);
+      for (int j = 0; j < 16; ++j) {
+        _mm512_store_ps(dst + (k + j) * kNR + g, lo[j]);
+        _mm512_store_ps(dst + (k + 16 + j) * kNR + g, hi[j]);
+      }
+    }
+  }
+}
 #endif
 
 // Columns [k0, k0 + kc) of panel p of W^T (columns [p * NR, p * NR + NR) of W^T, i.e. rows of W), as
@@ -216,10 +265,28 @@ void PackPanel(const GemmJob& j, int64_t p, int64_t k0, int64_t kc, float* HWY_R
   }
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
   if (nn == kNR) {
-    PackFullPanel512(t, rows, k0, kc, dst);
+    if (dtype_is_quantized(t)) PackFullPanelQuant512(t, rows, k0, kc, dst);
+    else PackFullPanel512(t, rows, k0, kc, dst);
     return;
   }
 #endif
+  if (dtype_is_quantized(t)) {  // k0, kc are multiples of 32: one block of every row at a time
+    HWY_ALIGN float tmp[kNR * kQuantBlock];
+    const size_t bb = dtype_size(t);
+    for (int64_t k = 0; k < kc; k += kQuantBlock) {
+      const size_t off = size_t((k0 + k) / kQuantBlock) * bb;
+      for (int64_t r = 0; r < nn; ++r) {
+        if (t == DType::Q8_0) quant::dequantize_row_q8_0(rows[r] + off, kQuantBlock, tmp + r * kQuantBlock);
+        else quant::dequantize_row_q4_0(rows[r] + off, kQuantBlock, tmp + r * kQuantBlock);
+      }
+      for (int64_t kk = 0; kk < kQuantBlock; ++kk) {
+        float* HWY_RESTRICT d = dst + (k + kk) * kNR;
+        for (int64_t r = 0; r < nn; ++r) d[r] = tmp[r * kQuantBlock + kk];
+        std::fill(d + nn, d + kNR, 0.0f);
+      }
+    }
+    return;
+  }
   // Transpose in blocks of KB columns: NR rows x KB converted into tmp (vector loads along each row),
   // then written out column by column.
   constexpr int64_t KB = 16;
@@ -293,8 +360,11 @@ void RunTask(const GemmJob& j, const float* bias_padded, int64_t m0, int64_t m1,
   float* packed = detail::gemm_scratch(0, size_t((p1 - p0) * std::min(kKC, K) * kNR));
   HWY_ALIGN float panel_a[kMR * kKC];
   HWY_ALIGN float edge_c[kMR * kNR];
-  // K blocks of equal size (at most KC): 640 = 320 + 320 rather than 512 + 128.
-  const int64_t kb = (K + kKC - 1) / kKC, kc_max = (K + kb - 1) / kb;
+  // K blocks of equal size (at most KC): 640 = 320 + 320 rather than 512 + 128; whole blocks of 32
+  // for block weights.
+  const int64_t kb = (K + kKC - 1) / kKC;
+  int64_t kc_max = (K + kb - 1) / kb;
+  if (dtype_is_quantized(j.dtype)) kc_max = (kc_max + kQuantBlock - 1) / kQuantBlock * kQuantBlock;
   for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
     const int64_t kc = std::min(kc_max, K - k0);
     for (int64_t p = p0; p < p1; ++p) PackPanel(j, p, k0, kc, packed + (p - p0) * kc * kNR);
@@ -488,10 +558,19 @@ bool float_weights(DType t) { return t == DType::F32 || t == DType::F16 || t == 
 // N and K of the product, after checking the weights against the options.
 void check(const TensorView& w, const GemmOptions& o, int64_t& n, int64_t& k) {
   G3N_CHECK(w.shape.size() == 2 && w.data != nullptr, "gemm: expected a 2-D weight tensor, got ", shape_str(w.shape));
-  G3N_CHECK(float_weights(w.dtype), "gemm: weights of type ", dtype_name(w.dtype),
-            " are not supported (F32, F16, BF16)");
+  const bool quantized = dtype_is_quantized(w.dtype);
+  G3N_CHECK(float_weights(w.dtype) || quantized, "gemm: weights of type ", dtype_name(w.dtype), " are not supported");
+  G3N_CHECK(!quantized || (!o.weights_kn && o.taps == 1), "gemm: ", dtype_name(w.dtype),
+            " weights are multiplied as stored [N, K] only");
   n = o.weights_kn ? w.dim(1) : w.dim(0);
   k = o.weights_kn ? w.dim(0) : w.dim(1);
+  if (o.columns > 0) {
+    G3N_CHECK(!o.weights_kn && o.taps == 1 && o.columns <= k, "gemm: a prefix of ", o.columns, " columns of ",
+              shape_str(w.shape), " weights");
+    k = o.columns;
+  }
+  G3N_CHECK(!quantized || k % kQuantBlock == 0, "gemm: ", k, " columns of ", dtype_name(w.dtype),
+            " weights are not whole blocks of ", kQuantBlock);
   G3N_CHECK(o.taps >= 1 && k % o.taps == 0 && (o.taps == 1 || !o.weights_kn), "gemm: ", o.taps,
             " taps do not divide the ", k, " columns of the weights");
 }
@@ -603,18 +682,24 @@ void attention_shared_kv_reference(const float* q, int64_t rows, int64_t q_strid
 }
 
 bool gemm_preferred(const TensorView& w, int64_t rows) {
-  return w.shape.size() == 2 && float_weights(w.dtype) && rows >= 32;
+  return w.shape.size() == 2 && (float_weights(w.dtype) || dtype_is_quantized(w.dtype)) && rows >= kGemmMinRows;
 }
 
 void linear(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool, int64_t x_stride,
             int64_t y_stride) {
+  linear(w, x, n_tokens, y, pool, strided(x_stride, y_stride));
+}
+
+void linear(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
+            const MatmulOptions& options) {
   if (!gemm_preferred(w, n_tokens)) {
-    matmul(w, x, n_tokens, y, pool, x_stride, y_stride);
+    matmul(w, x, n_tokens, y, pool, options);
     return;
   }
   GemmOptions o;
-  o.a_stride = x_stride;
-  o.c_stride = y_stride;
+  o.a_stride = options.x_stride;
+  o.c_stride = options.y_stride;
+  o.columns = options.columns;
   gemm(w, x, n_tokens, y, pool, o);
 }
 

@@ -745,10 +745,7 @@ int64_t checked_columns(const TensorView& w, int64_t columns, const char* what) 
 
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool, int64_t x_stride,
             int64_t y_stride) {
-  MatmulOptions o;
-  o.x_stride = x_stride;
-  o.y_stride = y_stride;
-  matmul(w, x, n_tokens, y, pool, o);
+  matmul(w, x, n_tokens, y, pool, strided(x_stride, y_stride));
 }
 
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,

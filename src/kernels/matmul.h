@@ -38,6 +38,14 @@ struct MatmulOptions {
   int64_t columns = 0;
 };
 
+// Options with only the row strides set (the short forms of matmul and linear).
+inline MatmulOptions strided(int64_t x_stride, int64_t y_stride) {
+  MatmulOptions o;
+  o.x_stride = x_stride;
+  o.y_stride = y_stride;
+  return o;
+}
+
 // y[t][o] = sum_i w[o][i] * x[t][i] for o in [0, out), i in [0, in), t in [0, n_tokens); in = w's
 // columns or options.columns. `x_stride` / `y_stride` are row strides in floats (0 = dense: in /
 // out). For block types, in must be a multiple of 32. x and y need no alignment; y must not overlap x.

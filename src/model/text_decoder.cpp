@@ -6,11 +6,13 @@
 #include "base/error.h"
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
+#include "kernels/gemm.h"
 #include "kernels/matmul.h"
+#include "kernels/rows.h"
 
 namespace g3n {
 
-using kernels::matmul;
+using kernels::linear;
 using kernels::rms_norm;
 
 namespace {
@@ -98,7 +100,7 @@ void TextDecoder::embed_multimodal(const EmbedderWeights& e, const MultimodalEmb
   std::vector<float> hard(size_t(ec.hidden_size));
   to_f32(e.embedding, row * ec.hidden_size, ec.hidden_size, hard.data());
   rms_norm(hard.data(), e.hard_embedding_norm.data(), ec.hidden_size, ec.rms_norm_eps, hard.data());
-  matmul(e.embedding_projection, hard.data(), 1, out, pool);
+  linear(e.embedding_projection, hard.data(), 1, out, pool);
   rms_norm(out, nullptr, config_.text.hidden_size, ec.rms_norm_eps, out);
 }
 
@@ -119,7 +121,7 @@ void TextDecoder::per_layer_inputs(const int32_t* ids, int64_t n, const Matforme
     TensorView proj = w_.per_layer_model_projection;  // rows [first * P, (last + 1) * P)
     proj.data = proj.row(int64_t(first) * P);
     proj.shape[0] = int64_t(last - first + 1) * P;
-    matmul(proj, s.x0.data(), n, s.pli.data() + int64_t(first) * P, pool, 0, LP);
+    linear(proj, s.x0.data(), n, s.pli.data() + int64_t(first) * P, pool, 0, LP);
   });
   const float proj_scale = 1.0f / std::sqrt(float(D));
   const float ple_scale = std::sqrt(float(P));
@@ -216,7 +218,7 @@ void TextDecoder::forward_rows(const int32_t* ids, int64_t n, RowPlacement rows,
   std::copy(s.x0.begin(), s.x0.begin() + n * D, s.streams.begin());
   for (int64_t k = 1; k < K; ++k) {
     float* sk = s.streams.data() + k * n * D;
-    matmul(w_.altup_projections[size_t(k - 1)], s.x0.data(), n, sk, pool);
+    linear(w_.altup_projections[size_t(k - 1)], s.x0.data(), n, sk, pool);
     for (int64_t t = 0; t < n; ++t) match_magnitude(sk + t * D, D, kernels::rms(s.x0.data() + t * D, D));
   }
 
@@ -282,8 +284,8 @@ void TextDecoder::layer(int l, int64_t n, const RowPlacement& rows, int64_t ffn_
   // 4. LAuReL: xn + RMSNorm(W_right · W_left · xn).
   grow(s.laurel, n * c.laurel_rank);
   grow(s.lo, plane);
-  matmul(w.laurel_left, s.xn.data(), n, s.laurel.data(), pool);
-  matmul(w.laurel_right, s.laurel.data(), n, s.lo.data(), pool);
+  linear(w.laurel_left, s.xn.data(), n, s.laurel.data(), pool);
+  linear(w.laurel_right, s.laurel.data(), n, s.lo.data(), pool);
   for (int64_t t = 0; t < n; ++t) {
     float* lo = s.lo.data() + t * D;
     rms_norm(lo, w.post_laurel_norm.data(), D, c.rms_norm_eps, lo);
@@ -329,14 +331,15 @@ void TextDecoder::layer(int l, int64_t n, const RowPlacement& rows, int64_t ffn_
     float* g = s.hn.data() + t * D;
     for (int64_t d = 0; d < D; ++d) g[d] = c.altup_correct_scale ? c0[d] * w.altup_correct_output_scale[size_t(d)] : c0[d];
   }
-  matmul(w.per_layer_input_gate, s.hn.data(), n, s.pl_gate.data(), pool);
+  linear(w.per_layer_input_gate, s.hn.data(), n, s.pl_gate.data(), pool);
   const int64_t LP = int64_t(c.num_hidden_layers) * P;
+  kernels::activate(s.pl_gate.data(), n * P, kernels::RowActivation::kGeluTanh, pool);
   for (int64_t t = 0; t < n; ++t) {
     float* g = s.pl_gate.data() + t * P;
     const float* pli = s.pli.data() + t * LP + int64_t(l) * P;
-    for (int64_t p = 0; p < P; ++p) g[p] = kernels::gelu_tanh(g[p]) * pli[p];
+    for (int64_t p = 0; p < P; ++p) g[p] *= pli[p];
   }
-  matmul(w.per_layer_projection, s.pl_gate.data(), n, s.pl_out.data(), pool);
+  linear(w.per_layer_projection, s.pl_gate.data(), n, s.pl_out.data(), pool);
   for (int64_t t = 0; t < n; ++t) {
     float* p = s.pl_out.data() + t * D;
     rms_norm(p, w.post_per_layer_input_norm.data(), D, c.rms_norm_eps, p);
@@ -385,7 +388,7 @@ void TextDecoder::attention(int l, int64_t n, const RowPlacement& rows, DecoderS
   grow(s.q, n * q_dim);
   grow(s.attn, n * q_dim);
   grow(s.att, n * D);
-  matmul(w.q_proj, s.xn.data(), n, s.q.data(), pool);
+  linear(w.q_proj, s.xn.data(), n, s.q.data(), pool);
   for (int64_t t = 0; t < n; ++t) {
     float* q = s.q.data() + t * q_dim;
     for (int h = 0; h < H; ++h) rms_norm(q + h * Dh, w.q_norm.data(), Dh, c.rms_norm_eps, q + h * Dh);
@@ -395,8 +398,8 @@ void TextDecoder::attention(int l, int64_t n, const RowPlacement& rows, DecoderS
   if (c.owns_kv(l)) {
     grow(s.k, n * kv_dim);
     grow(s.v, n * kv_dim);
-    matmul(w.k_proj, s.xn.data(), n, s.k.data(), pool);
-    matmul(w.v_proj, s.xn.data(), n, s.v.data(), pool);
+    linear(w.k_proj, s.xn.data(), n, s.k.data(), pool);
+    linear(w.v_proj, s.xn.data(), n, s.v.data(), pool);
     for (int64_t t = 0; t < n; ++t) {
       float* k = s.k.data() + t * kv_dim;
       float* v = s.v.data() + t * kv_dim;
@@ -419,12 +422,13 @@ void TextDecoder::attention(int l, int64_t n, const RowPlacement& rows, DecoderS
       const int64_t pos = rows.pos(t);
       const kernels::KvView kv = rows.batch() ? rows.cache_of(t).view(src) : shared_kv;
       const int64_t first = sliding ? std::max<int64_t>(0, pos - window + 1) : 0;  // token + (window - 1) before it
-      if (int64_t(scores.size()) < pos - first + 1) scores.resize(size_t(pos - first + 1));
+      const int64_t need = kernels::attend_scratch(pos - first + 1);
+      if (int64_t(scores.size()) < need) scores.resize(size_t(need));
       kernels::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, c.query_scale, s.attn.data() + t * q_dim,
                       scores.data());
     }
   });
-  matmul(w.o_proj, s.attn.data(), n, s.att.data(), pool);
+  linear(w.o_proj, s.attn.data(), n, s.att.data(), pool);
 }
 
 // FFN on h1: f = post_norm(W_down · (gelu(sparsify(W_gate · x)) * W_up · x)), x = pre_norm(h1); act = h1 + f.
@@ -445,15 +449,14 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
   TensorView gate = w.gate_proj, up = w.up_proj;  // prefixes: the first Fp rows
   gate.shape[0] = Fp;
   up.shape[0] = Fp;
-  matmul(gate, s.hn.data(), n, s.gate.data(), pool, 0, F);
-  matmul(up, s.hn.data(), n, s.up.data(), pool, 0, F);
+  linear(gate, s.hn.data(), n, s.gate.data(), pool, 0, F);
+  linear(up, s.hn.data(), n, s.up.data(), pool, 0, F);
   const float std_mul = sparsity_std_multiplier_[size_t(l)];
-  for (int64_t t = 0; t < n; ++t) {
-    float* g = s.gate.data() + t * F;
-    const float* u = s.up.data() + t * F;
-    if (c.activation_sparsity[size_t(l)] > 0) {
+  if (c.activation_sparsity[size_t(l)] > 0) {
+    for (int64_t t = 0; t < n; ++t) {
       // Gaussian top-k over the active width: keep what exceeds mean + k·std (population std),
       // shifted: relu(z - cutoff).
+      float* g = s.gate.data() + t * F;
       double sum = 0;
       for (int64_t i = 0; i < Fp; ++i) sum += g[i];
       const double mean = sum / double(Fp);
@@ -462,7 +465,17 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
       const float cutoff = float(mean) + float(std::sqrt(var / double(Fp))) * std_mul;
       for (int64_t i = 0; i < Fp; ++i) g[i] = std::max(0.0f, g[i] - cutoff);
     }
-    for (int64_t i = 0; i < Fp; ++i) g[i] = kernels::gelu_tanh(g[i]) * u[i];
+  }
+  // gelu(gate) * up: SIMD GELU over all rows at once when they are dense.
+  if (Fp == F) {
+    kernels::activate(s.gate.data(), n * F, kernels::RowActivation::kGeluTanh, pool);
+  } else {
+    for (int64_t t = 0; t < n; ++t) kernels::activate(s.gate.data() + t * F, Fp, kernels::RowActivation::kGeluTanh, pool);
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    float* g = s.gate.data() + t * F;
+    const float* u = s.up.data() + t * F;
+    for (int64_t i = 0; i < Fp; ++i) g[i] *= u[i];
   }
   // Columns of W_down to read: Fp. Block types read whole blocks; a width off a block boundary (which
   // Session::set_profile refuses for quantised models) pads the activations with zeros up to the
@@ -486,7 +499,7 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
     kernels::MatmulOptions o;
     o.x_stride = F;
     o.columns = down_cols;
-    matmul(w.down_proj, s.gate.data(), n, s.ffn.data(), pool, o);
+    linear(w.down_proj, s.gate.data(), n, s.ffn.data(), pool, o);
   }
   for (int64_t t = 0; t < n; ++t) {
     float* f = s.ffn.data() + t * D;
@@ -515,7 +528,7 @@ void TextDecoder::logits(const float* streams, int64_t n_tokens, int64_t first_r
       const float* sk = streams + k * plane + (first_row + r) * D;
       std::copy(sk, sk + D, y + r * D);
     }
-    matmul(w_.altup_unembed_projections[size_t(k - 1)], y, n_rows, proj_all, pool);
+    linear(w_.altup_unembed_projections[size_t(k - 1)], y, n_rows, proj_all, pool);
     for (int64_t r = 0; r < n_rows; ++r) {
       float* pr = proj_all + r * D;
       match_magnitude(pr, D, kernels::rms(streams + (first_row + r) * D, D));
@@ -527,7 +540,7 @@ void TextDecoder::logits(const float* streams, int64_t n_tokens, int64_t first_r
     for (int64_t d = 0; d < D; ++d) hr[d] /= float(K);
     rms_norm(hr, w_.norm.data(), D, c.rms_norm_eps, hr);
   }
-  matmul(w_.embed_tokens, h, n_rows, out, pool);
+  linear(w_.embed_tokens, h, n_rows, out, pool);
   if (c.final_logit_softcapping > 0) kernels::softcap(out, n_rows * c.vocab_size, c.final_logit_softcapping);
 }
 

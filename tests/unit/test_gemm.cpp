@@ -89,7 +89,7 @@ void expect_close(const TensorView& w, const float* a, int64_t m, int64_t n, int
       const int64_t C = k / o.taps;
       for (int64_t q = 0; q < k; ++q) {
         const int64_t src = (q % C) * o.taps + q / C;
-        const float wv = o.weights_kn ? wf[size_t(q * n + j)] : wf[size_t(j * k + src)];
+        const float wv = o.weights_kn ? wf[size_t(q * n + j)] : wf[size_t(j * w.dim(1) + src)];  // a prefix of rows
         scale += std::fabs(double(wv) * arow[size_t(q)]);
       }
       const double tol = double(k + 2) * 1.2e-7 * scale + 1e-30;
@@ -215,16 +215,74 @@ TEST(Gemm, AttentionWithSharedKeysAndValues) {
   });
 }
 
-TEST(Gemm, RejectsBlockTypesAndBadTaps) {
-  ThreadPool pool(1);
-  std::vector<float> v(64 * 32, 0.5f), a(64), c(64);
-  const Weights q = store(v, 64, 32, DType::Q8_0, 0);
-  EXPECT_THROW(kernels::gemm(q.view, a.data(), 1, c.data(), pool), Error);
-  const Weights f = store(v, 64, 32, DType::F32, 0);
+// Block weights (Q8_0 / Q4_0): dequantised while packing, so the product is the float product of the
+// dequantised weights (the oracle's), for K of 1..many blocks, edge panels, several K blocks, strides,
+// and a prefix of the columns (a MatFormer down projection) whose rows keep their stored stride.
+class GemmBlockTest : public ::testing::TestWithParam<std::tuple<DType, int>> {};
+
+TEST_P(GemmBlockTest, MatchesOracle) {
+  const auto [dtype, threads] = GetParam();
+  const Case cases[] = {{1, 1, 32}, {7, 13, 64}, {37, 65, 544}, {100, 130, 1056}, {193, 1030, 96}, {6, 64, 32}};
+  for_each_simd_target([&] {
+    for (const Case& cs : cases) {
+      SCOPED_TRACE("M " + std::to_string(cs.m) + " N " + std::to_string(cs.n) + " K " + std::to_string(cs.k));
+      const Weights w = store(randn(size_t(cs.n * cs.k), 51, 0.5f), cs.n, cs.k, dtype, 1);  // odd address
+      std::vector<float> abuf = randn(size_t(cs.m * cs.k) + 1, 52);
+      expect_close(w.view, abuf.data() + 1, cs.m, cs.n, cs.k, {}, std::vector<float>(size_t(cs.m * cs.n), 3.0f),
+                   threads);
+    }
+  });
+}
+
+TEST_P(GemmBlockTest, ColumnPrefixWithStrides) {
+  const auto [dtype, threads] = GetParam();
+  const int64_t m = 41, n = 70, k_full = 640, k = 288, lda = k_full, ldc = n + 3;
+  const Weights w = store(randn(size_t(n * k_full), 61, 0.5f), n, k_full, dtype, 0);
+  const std::vector<float> a = randn(size_t(m * lda), 62);
   kernels::GemmOptions o;
+  o.a_stride = lda;
+  o.c_stride = ldc;
+  o.columns = k;
+  for_each_simd_target([&] { expect_close(w.view, a.data(), m, n, k, o, randn(size_t(m * ldc), 63), threads); });
+  // The same prefix through linear(), on both sides of the threshold, against the float product.
+  for (int64_t rows : {int64_t(3), kernels::kGemmMinRows + 1}) {
+    kernels::MatmulOptions mo;
+    mo.x_stride = lda;
+    mo.columns = k;
+    mo.quant_activations = kernels::QuantActivations::kFloat;
+    std::vector<float> got(size_t(rows * n)), want(size_t(rows * n));
+    ThreadPool pool(threads);
+    kernels::linear(w.view, a.data(), rows, got.data(), pool, mo);
+    kernels::matmul_reference(w.view, a.data(), rows, want.data(), mo);
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::fabs(want[i]))) << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(BlockTypes, GemmBlockTest,
+                         ::testing::Combine(::testing::Values(DType::Q8_0, DType::Q4_0), ::testing::Values(1, 2)),
+                         [](const auto& info) {
+                           return std::string(dtype_name(std::get<0>(info.param))) + "_threads" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
+
+TEST(Gemm, RejectsBadBlockUsesAndBadTaps) {
+  ThreadPool pool(1);
+  std::vector<float> v(64 * 64, 0.5f), a(64 * 64), c(64 * 64);
+  const Weights q = store(v, 64, 64, DType::Q8_0, 0);
+  kernels::GemmOptions o;
+  o.weights_kn = true;
+  EXPECT_THROW(kernels::gemm(q.view, a.data(), 1, c.data(), pool, o), Error);  // block weights as [K, N]
+  o = {};
+  o.columns = 48;
+  EXPECT_THROW(kernels::gemm(q.view, a.data(), 1, c.data(), pool, o), Error);  // not whole blocks
+  o.columns = 96;
+  EXPECT_THROW(kernels::gemm(q.view, a.data(), 1, c.data(), pool, o), Error);  // more columns than stored
+  const Weights f = store(v, 64, 64, DType::F32, 0);
+  o = {};
   o.taps = 5;
   EXPECT_THROW(kernels::gemm(f.view, a.data(), 1, c.data(), pool, o), Error);
-  EXPECT_FALSE(kernels::gemm_preferred(q.view, 1000));
+  EXPECT_FALSE(kernels::gemm_preferred(q.view, kernels::kGemmMinRows - 1));
+  EXPECT_TRUE(kernels::gemm_preferred(q.view, kernels::kGemmMinRows));
   EXPECT_TRUE(kernels::gemm_preferred(f.view, 1000));
 }
 

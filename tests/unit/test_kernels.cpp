@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "base/dtype.h"
@@ -350,13 +351,41 @@ TEST(Kernels, RopeNeoxRotatesHalves) {
     }
 }
 
+// Every grouping (1 to 6 query heads per KV head: groups of up to 4 are scored together), head sizes
+// that are and are not multiples of the vector width, a window that wraps the ring, every SIMD target.
+TEST(Kernels, AttentionMatchesOracleOnEveryTarget) {
+  struct Shape {
+    int H, Hkv, Dh;
+  };
+  const Shape shapes[] = {{8, 2, 256}, {4, 4, 6}, {6, 1, 100}, {3, 1, 17}, {2, 1, 64}, {5, 1, 8}};
+  const int64_t cap = 37;
+  for (const auto& target : kernels::simd_targets()) {
+    kernels::force_simd_target(&target);
+    for (const Shape& sh : shapes)
+      for (const auto& [first, last] : {std::pair<int64_t, int64_t>{0, 0}, {3, 29}, {20, 56}}) {
+        SCOPED_TRACE(target.name + " H " + std::to_string(sh.H) + " Hkv " + std::to_string(sh.Hkv) + " Dh " +
+                     std::to_string(sh.Dh) + " positions " + std::to_string(first) + ".." + std::to_string(last));
+        const auto keys = randn(size_t(cap * sh.Hkv * sh.Dh), 21), values = randn(size_t(cap * sh.Hkv * sh.Dh), 22);
+        const auto q = randn(size_t(sh.H * sh.Dh), 23);
+        const kernels::KvView kv{keys.data(), values.data(), cap};
+        std::vector<float> got(size_t(sh.H * sh.Dh)), want(got.size());
+        std::vector<float> scores(size_t(kernels::attend_scratch(last - first + 1)));
+        const float scale = 1.0f / std::sqrt(float(sh.Dh));
+        kernels::attend(q.data(), sh.H, sh.Hkv, sh.Dh, kv, first, last, scale, got.data(), scores.data());
+        kernels::attend_reference(q.data(), sh.H, sh.Hkv, sh.Dh, kv, first, last, scale, want.data());
+        for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-6 * (1 + std::fabs(want[i]))) << i;
+      }
+  }
+  kernels::force_simd_target(nullptr);
+}
+
 TEST(Kernels, AttentionMatchesNaiveOverRing) {
   // 4 query heads, 2 kv heads, ring of 5 slots, attending positions 7..10 (slots wrap).
   const int H = 4, Hkv = 2, Dh = 6;
   const int64_t cap = 5, first = 7, last = 10;
   auto keys = randn(size_t(cap * Hkv * Dh), 8), values = randn(size_t(cap * Hkv * Dh), 9);
   auto q = randn(size_t(H * Dh), 10);
-  std::vector<float> out(size_t(H * Dh)), scores(16);
+  std::vector<float> out(size_t(H * Dh)), scores(size_t(kernels::attend_scratch(last - first + 1)));
   kernels::attend(q.data(), H, Hkv, Dh, {keys.data(), values.data(), cap}, first, last, 0.5f, out.data(), scores.data());
   for (int h = 0; h < H; ++h) {
     const int j = h / 2;
