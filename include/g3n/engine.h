@@ -30,7 +30,8 @@ struct LoadOptions {
 
 // Where a model's memory goes. Resident figures come from mincore() on the mappings.
 struct MemoryReport {
-  uint64_t core_weight_bytes = 0;       // tensors every token reads (mapped)
+  uint64_t core_weight_bytes = 0;       // tensors every token reads (mapped; with the sparse layers' W_down
+                                        // as their transposed copies in RAM)
   uint64_t core_weight_resident = 0;    //   of which in RAM now
   uint64_t ple_table_bytes = 0;         // the per-layer embedding table (mapped, read row by row)
   uint64_t ple_table_resident = 0;      //   of which in RAM now (the pages of rows read so far)

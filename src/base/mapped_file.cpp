@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -58,6 +60,35 @@ void MappedFile::reset() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
   data_ = nullptr;
   size_ = 0;
+}
+
+bool in_read_only_file_mapping(const void* p, size_t n) {
+  if (p == nullptr || n == 0) return false;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p), end = begin + n;
+  std::FILE* f = std::fopen("/proc/self/maps", "r");
+  if (!f) return false;
+  bool found = false;
+  char line[4096];
+  while (!found && std::fgets(line, sizeof line, f)) {
+    // "start-end perms offset dev inode path"
+    uintptr_t lo = 0, hi = 0;
+    char perms[8] = {};
+    unsigned long long offset = 0, inode = 0;
+    char dev[32] = {};
+    if (std::sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %7s %llx %31s %llu", &lo, &hi, perms, &offset, dev, &inode) != 6)
+      continue;
+    found = begin >= lo && end <= hi && inode != 0 && perms[1] == '-' && perms[3] == 'p';
+  }
+  std::fclose(f);
+  return found;
+}
+
+void release_mapped_pages(const void* p, size_t n) {
+  if (p == nullptr || n == 0) return;
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n + page - 1) & ~(page - 1);
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advice: failure only keeps pages
 }
 
 }  // namespace g3n

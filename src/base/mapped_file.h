@@ -28,4 +28,13 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Whether [p, p + n) lies inside one read-only, private file mapping of this process (read from
+// /proc/self/maps): there, release_mapped_pages loses nothing.
+bool in_read_only_file_mapping(const void* p, size_t n);
+
+// Unmaps the pages covering [p, p + n) from this process (MADV_DONTNEED): the resident set shrinks and
+// the next read faults them in again from the page cache. Only for read-only file mappings (anonymous
+// memory would read back as zeros): check with in_read_only_file_mapping first.
+void release_mapped_pages(const void* p, size_t n);
+
 }  // namespace g3n

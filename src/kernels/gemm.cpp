@@ -240,6 +240,20 @@ void PackFullPanelQuant512(DType t, const uint8_t* const* rows, int64_t k0, int6
 void PackPanel(const GemmJob& j, int64_t p, int64_t k0, int64_t kc, float* HWY_RESTRICT dst) {
   const int64_t n0 = p * kNR, nn = std::min<int64_t>(kNR, j.n - n0);
   const DType t = j.dtype;
+  if (j.kn && dtype_is_quantized(t)) {  // W [K, N] in blocks along N: dequantise the blocks of the slice
+    const size_t bb = dtype_size(t);
+    const int64_t b0 = n0 / kQuantBlock, b1 = (n0 + nn + kQuantBlock - 1) / kQuantBlock;
+    HWY_ALIGN float tmp[kNR + 2 * kQuantBlock];
+    for (int64_t k = 0; k < kc; ++k) {
+      const uint8_t* row = j.w + size_t(k0 + k) * j.row_bytes + size_t(b0) * bb;
+      if (t == DType::Q8_0) quant::dequantize_row_q8_0(row, (b1 - b0) * kQuantBlock, tmp);
+      else quant::dequantize_row_q4_0(row, (b1 - b0) * kQuantBlock, tmp);
+      float* d = dst + k * kNR;
+      std::copy(tmp + (n0 - b0 * kQuantBlock), tmp + (n0 - b0 * kQuantBlock) + nn, d);
+      std::fill(d + nn, d + kNR, 0.0f);
+    }
+    return;
+  }
   if (j.kn) {  // W [K, N]: row k of the panel is a slice of row k of W
     for (int64_t k = 0; k < kc; ++k) {
       const uint8_t* row = j.w + size_t(k0 + k) * j.row_bytes;
@@ -364,7 +378,7 @@ void RunTask(const GemmJob& j, const float* bias_padded, int64_t m0, int64_t m1,
   // for block weights.
   const int64_t kb = (K + kKC - 1) / kKC;
   int64_t kc_max = (K + kb - 1) / kb;
-  if (dtype_is_quantized(j.dtype)) kc_max = (kc_max + kQuantBlock - 1) / kQuantBlock * kQuantBlock;
+  if (dtype_is_quantized(j.dtype) && !j.kn) kc_max = (kc_max + kQuantBlock - 1) / kQuantBlock * kQuantBlock;
   for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
     const int64_t kc = std::min(kc_max, K - k0);
     for (int64_t p = p0; p < p1; ++p) PackPanel(j, p, k0, kc, packed + (p - p0) * kc * kNR);
@@ -560,8 +574,7 @@ void check(const TensorView& w, const GemmOptions& o, int64_t& n, int64_t& k) {
   G3N_CHECK(w.shape.size() == 2 && w.data != nullptr, "gemm: expected a 2-D weight tensor, got ", shape_str(w.shape));
   const bool quantized = dtype_is_quantized(w.dtype);
   G3N_CHECK(float_weights(w.dtype) || quantized, "gemm: weights of type ", dtype_name(w.dtype), " are not supported");
-  G3N_CHECK(!quantized || (!o.weights_kn && o.taps == 1), "gemm: ", dtype_name(w.dtype),
-            " weights are multiplied as stored [N, K] only");
+  G3N_CHECK(!quantized || o.taps == 1, "gemm: ", dtype_name(w.dtype), " weights with taps");
   n = o.weights_kn ? w.dim(1) : w.dim(0);
   k = o.weights_kn ? w.dim(0) : w.dim(1);
   if (o.columns > 0) {
@@ -569,7 +582,7 @@ void check(const TensorView& w, const GemmOptions& o, int64_t& n, int64_t& k) {
               shape_str(w.shape), " weights");
     k = o.columns;
   }
-  G3N_CHECK(!quantized || k % kQuantBlock == 0, "gemm: ", k, " columns of ", dtype_name(w.dtype),
+  G3N_CHECK(!quantized || o.weights_kn || k % kQuantBlock == 0, "gemm: ", k, " columns of ", dtype_name(w.dtype),
             " weights are not whole blocks of ", kQuantBlock);
   G3N_CHECK(o.taps >= 1 && k % o.taps == 0 && (o.taps == 1 || !o.weights_kn), "gemm: ", o.taps,
             " taps do not divide the ", k, " columns of the weights");

@@ -52,7 +52,8 @@ struct GemmOptions {
 };
 
 // C[m][n] (+)= sum_k A[m][k] W[n][k] (+ bias[n]) for m < M, n < N; W [N, K] F32 / F16 / BF16 (or [K, N]
-// with weights_kn), or Q8_0 / Q4_0 stored [N, K] (K whole blocks of 32). No alignment needed; C must not overlap A or W. Throws g3n::Error on a bad shape.
+// with weights_kn), or Q8_0 / Q4_0 (blocks of 32 along each stored row: [N, K] with K whole blocks, or
+// [K, N] with weights_kn, e.g. a transposed copy). No alignment needed; C must not overlap A or W. Throws g3n::Error on a bad shape.
 void gemm(const TensorView& w, const float* a, int64_t m, float* c, ThreadPool& pool, const GemmOptions& options = {});
 
 // Scalar oracle: the same product summed in double, one element at a time (honours every option).

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "base/error.h"
+#include "base/mapped_file.h"
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
@@ -104,6 +105,31 @@ void TextDecoder::embed_multimodal(const EmbedderWeights& e, const MultimodalEmb
   rms_norm(out, nullptr, config_.text.hidden_size, ec.rms_norm_eps, out);
 }
 
+std::vector<const TensorView*> TextDecoder::unread_weights() const {
+  std::vector<const TensorView*> v;
+  for (size_t l = 0; l < down_t_.size(); ++l)
+    if (!down_t_[l].bytes.empty()) v.push_back(&w_.layers[l].down_proj);
+  return v;
+}
+
+uint64_t TextDecoder::transposed_bytes() const {
+  uint64_t b = 0;
+  for (const auto& t : down_t_) b += t.bytes.size();
+  return b;
+}
+
+// A fault maps a whole window around the row read (fault-around or a large folio: up to 2 MiB), so the
+// 2 MiB-aligned window that holds the row is unmapped, clamped to the table.
+void TextDecoder::release_ple_pages(int64_t ple_id) const {
+  const TensorView& t = w_.embed_tokens_per_layer;
+  constexpr uintptr_t kWindow = uintptr_t(2) << 20;
+  const auto table = reinterpret_cast<uintptr_t>(t.data), table_end = table + dtype_bytes(t.dtype, t.numel());
+  const auto row = reinterpret_cast<uintptr_t>(t.row(ple_id));
+  const uintptr_t lo = std::max(table, row & ~(kWindow - 1));
+  const uintptr_t hi = std::min(table_end, (row + t.row_bytes() + kWindow - 1) & ~(kWindow - 1));
+  release_mapped_pages(reinterpret_cast<const void*>(lo), hi - lo);
+}
+
 // Per-layer inputs [n, L, P]: (RMSNorm(W_proj x0 / sqrt(D)) + PLE[id] * sqrt(P)) / sqrt(2).
 // The PLE table is read one row per token straight from the mapping. Only the kept layers' slices
 // are computed (their PLE column blocks and projection row blocks are all that is read); the slices
@@ -138,6 +164,7 @@ void TextDecoder::per_layer_inputs(const int32_t* ids, int64_t n, const Matforme
         rms_norm(row + l * P, w_.per_layer_projection_norm.data(), P, c.rms_norm_eps, row + l * P);
       for (int64_t i = i0; i < i1; ++i) row[i] = (row[i] + s.pl_gate[size_t(i)] * ple_scale) * input_scale;
     });
+    if (release_ple_pages_) release_ple_pages(ple_id);
   }
 }
 
@@ -494,6 +521,15 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
     const int64_t nnz = kernels::nonzero_indices(s.gate.data(), Fp, s.nonzero.data());
     for (int64_t k = 0; k < nnz; ++k) s.nonzero_values[size_t(k)] = s.gate[size_t(s.nonzero[size_t(k)])];
     kernels::matmul_transposed_rows(down_t.view(), s.nonzero.data(), s.nonzero_values.data(), nnz, s.ffn.data(), pool);
+  } else if (!down_t.bytes.empty() && kernels::gemm_preferred(down_t.view(), n)) {
+    // Prefill of a sparse layer: the transposed copy's first Fp rows as [K, N] weights, so that W_down
+    // itself is never read (its pages are released after load: see unread_weights).
+    TensorView wt = down_t.view();
+    wt.shape[0] = Fp;
+    kernels::GemmOptions o;
+    o.a_stride = F;
+    o.weights_kn = true;
+    kernels::gemm(wt, s.gate.data(), n, s.ffn.data(), pool, o);
   } else {
     // [n, Fp] activations (rows F apart) times the first Fp columns of W_down [D, F] (rows F apart).
     kernels::MatmulOptions o;

@@ -59,6 +59,16 @@ class TextDecoder {
   const TextConfig& text() const { return config_.text; }
   int64_t vocab_size() const { return config_.text.vocab_size; }
   const TextWeights& weights() const { return w_; }
+  // The PLE table lies in a read-only file mapping: after a token's row is read, its pages are unmapped
+  // again (they stay in the page cache), so the table adds next to nothing to the resident set however
+  // many distinct tokens pass. (The kernel maps more than the pages read on a fault: 64 KiB of fault-around
+  // or a whole large folio, ~0.7 MB per token measured; MADV_RANDOM does not stop that.)
+  void set_release_ple_pages(bool on) { release_ple_pages_ = on; }
+  // Weights that neither decode nor prefill reads with the default shortcuts: W_down of the sparse layers,
+  // whose transposed copies serve both (decode: the surviving rows; prefill: gemm on [F, D]). Only the
+  // plain path and batched decoding of a few rows read them. transposed_bytes: the copies' size.
+  std::vector<const TensorView*> unread_weights() const;
+  uint64_t transposed_bytes() const;
 
   // Runs tokens ids[0..n) at positions start_pos.. through the decoder, writing their K/V into
   // `cache`. n must not exceed cache.max_chunk(). Writes logits [n, vocab] when all_logits, else
@@ -94,6 +104,8 @@ class TextDecoder {
   TextWeights w_;
   std::vector<float> inv_freq_full_, inv_freq_sliding_;
   std::vector<float> sparsity_std_multiplier_;  // per layer, 0 when dense
+  bool release_ple_pages_ = false;
+  void release_ple_pages(int64_t ple_id) const;
   MatformerProfile full_;                        // every layer at full width
   std::vector<quant::OwnedTensor> down_t_;       // per layer: W_down transposed [F, D] for sparse layers, else empty
 };

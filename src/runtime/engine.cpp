@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/mapped_file.h"
 #include "base/thread_pool.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
@@ -65,11 +66,13 @@ void advise_random(const TensorView& t) {
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_RANDOM);  // advice only: failure is harmless
 }
 
-// Reads one byte per page of the core weights so the first token does not pay for page faults, and
-// reports progress. The PLE table is left alone: it is read row by row, on demand.
-void prefault(const TextWeights& w, const std::function<void(uint64_t, uint64_t)>& progress) {
+// Reads one byte per page of the core weights (but those in `skip`) so the first token does not pay for
+// page faults, and reports progress. The PLE table is left alone: it is read row by row, on demand.
+void prefault(const TextWeights& w, const std::vector<const TensorView*>& skip,
+              const std::function<void(uint64_t, uint64_t)>& progress) {
   uint64_t total = 0, done = 0, last = 0;
-  const auto tensors = w.core_tensors();
+  auto tensors = w.core_tensors();
+  std::erase_if(tensors, [&](const TensorView* t) { return std::find(skip.begin(), skip.end(), t) != skip.end(); });
   for (const TensorView* t : tensors) total += dtype_bytes(t->dtype, t->numel());
   progress(0, total);
   volatile uint8_t sink = 0;
@@ -158,8 +161,14 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   TextWeights weights = load_text_weights(config, *source);
   impl.decoder = std::make_unique<TextDecoder>(std::move(config), std::move(weights));
   impl.pool = std::make_unique<ThreadPool>(options.threads);
-  advise_random(impl.decoder->weights().embed_tokens_per_layer);
-  if (options.progress) prefault(impl.decoder->weights(), options.progress);
+  const TensorView& ple = impl.decoder->weights().embed_tokens_per_layer;
+  advise_random(ple);
+  impl.decoder->set_release_ple_pages(in_read_only_file_mapping(ple.data, dtype_bytes(ple.dtype, ple.numel())));
+  const auto unread = impl.decoder->unread_weights();
+  if (options.progress) prefault(impl.decoder->weights(), unread, options.progress);
+  for (const TensorView* t : unread)  // read once at load, to transpose them; no longer needed in RAM
+    if (in_read_only_file_mapping(t->data, dtype_bytes(t->dtype, t->numel())))
+      release_mapped_pages(t->data, dtype_bytes(t->dtype, t->numel()));
   return m;
 }
 
@@ -195,10 +204,14 @@ uint64_t tensor_bytes(const TensorView& t) { return dtype_bytes(t.dtype, t.numel
 MemoryReport Model::memory(const Session* session) const {
   MemoryReport r;
   const TextWeights& w = impl_->decoder->weights();
+  const auto unread = impl_->decoder->unread_weights();
   for (const TensorView* t : w.core_tensors()) {
+    if (std::find(unread.begin(), unread.end(), t) != unread.end()) continue;  // replaced by the copies below
     r.core_weight_bytes += tensor_bytes(*t);
     r.core_weight_resident += resident_bytes(t->data, tensor_bytes(*t));
   }
+  r.core_weight_bytes += impl_->decoder->transposed_bytes();  // in RAM (allocated at load)
+  r.core_weight_resident += impl_->decoder->transposed_bytes();
   r.ple_table_bytes = tensor_bytes(w.embed_tokens_per_layer);
   r.ple_table_resident = resident_bytes(w.embed_tokens_per_layer.data, r.ple_table_bytes);
   if (session) {

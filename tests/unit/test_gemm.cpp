@@ -258,6 +258,19 @@ TEST_P(GemmBlockTest, ColumnPrefixWithStrides) {
   }
 }
 
+TEST_P(GemmBlockTest, WeightsStoredKN) {  // a transposed copy [K, N], blocks along N; K any length
+  const auto [dtype, threads] = GetParam();
+  for (const Case& cs : {Case{70, 96, 270}, Case{33, 160, 7}, Case{5, 2048, 100}}) {
+    SCOPED_TRACE("M " + std::to_string(cs.m) + " N " + std::to_string(cs.n) + " K " + std::to_string(cs.k));
+    const Weights w = store(randn(size_t(cs.k * cs.n), 71, 0.5f), cs.k, cs.n, dtype, 3);
+    const std::vector<float> a = randn(size_t(cs.m * cs.k), 72);
+    kernels::GemmOptions o;
+    o.weights_kn = true;
+    for_each_simd_target(
+        [&] { expect_close(w.view, a.data(), cs.m, cs.n, cs.k, o, std::vector<float>(size_t(cs.m * cs.n)), threads); });
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(BlockTypes, GemmBlockTest,
                          ::testing::Combine(::testing::Values(DType::Q8_0, DType::Q4_0), ::testing::Values(1, 2)),
                          [](const auto& info) {
@@ -270,8 +283,8 @@ TEST(Gemm, RejectsBadBlockUsesAndBadTaps) {
   std::vector<float> v(64 * 64, 0.5f), a(64 * 64), c(64 * 64);
   const Weights q = store(v, 64, 64, DType::Q8_0, 0);
   kernels::GemmOptions o;
-  o.weights_kn = true;
-  EXPECT_THROW(kernels::gemm(q.view, a.data(), 1, c.data(), pool, o), Error);  // block weights as [K, N]
+  o.taps = 2;
+  EXPECT_THROW(kernels::gemm(q.view, a.data(), 1, c.data(), pool, o), Error);  // block weights with taps
   o = {};
   o.columns = 48;
   EXPECT_THROW(kernels::gemm(q.view, a.data(), 1, c.data(), pool, o), Error);  // not whole blocks
