@@ -458,6 +458,10 @@ void TextDecoder::attention(int l, int64_t n, const RowPlacement& rows, DecoderS
   linear(w.o_proj, s.attn.data(), n, s.att.data(), pool);
 }
 
+// Rows up to which the sparse layers' down projection sums each row's surviving activations (~5% of the
+// rows of the transposed copy per row) rather than reading all of W_down once for every row.
+constexpr int64_t kSparseRows = 16;
+
 // FFN on h1: f = post_norm(W_down · (gelu(sparsify(W_gate · x)) * W_up · x)), x = pre_norm(h1); act = h1 + f.
 // A MatFormer width Fp < F uses the first Fp neurons: the first Fp rows of gate/up and the first Fp
 // columns of down, read in place as views of the full tensors (reference: the MatFormer Lab slicing).
@@ -513,14 +517,19 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
     for (int64_t t = 0; t < n; ++t) std::fill(s.gate.data() + t * F + Fp, s.gate.data() + t * F + down_cols, 0.0f);
   }
   const quant::OwnedTensor& down_t = down_t_[size_t(l)];
-  if (sparse && n == 1 && !down_t.bytes.empty()) {
-    // Decode: only the activations that survived the Gaussian top-k (gelu(0) = 0) reach W_down; sum
-    // those rows of the transposed copy (all below Fp) instead of reading all of W_down.
+  if (sparse && n <= kSparseRows && !down_t.bytes.empty()) {
+    // Decode (one token, or one step of a few sequences decoded together): only the activations that
+    // survived the Gaussian top-k (gelu(0) = 0) reach W_down; for each row, sum those rows of the
+    // transposed copy (all below Fp) instead of reading all of W_down.
     grow(s.nonzero_values, Fp);
     s.nonzero.resize(size_t(F));
-    const int64_t nnz = kernels::nonzero_indices(s.gate.data(), Fp, s.nonzero.data());
-    for (int64_t k = 0; k < nnz; ++k) s.nonzero_values[size_t(k)] = s.gate[size_t(s.nonzero[size_t(k)])];
-    kernels::matmul_transposed_rows(down_t.view(), s.nonzero.data(), s.nonzero_values.data(), nnz, s.ffn.data(), pool);
+    for (int64_t t = 0; t < n; ++t) {
+      const float* g = s.gate.data() + t * F;
+      const int64_t nnz = kernels::nonzero_indices(g, Fp, s.nonzero.data());
+      for (int64_t k = 0; k < nnz; ++k) s.nonzero_values[size_t(k)] = g[s.nonzero[size_t(k)]];
+      kernels::matmul_transposed_rows(down_t.view(), s.nonzero.data(), s.nonzero_values.data(), nnz,
+                                      s.ffn.data() + t * D, pool);
+    }
   } else if (!down_t.bytes.empty() && kernels::gemm_preferred(down_t.view(), n)) {
     // Prefill of a sparse layer: the transposed copy's first Fp rows as [K, N] weights, so that W_down
     // itself is never read (its pages are released after load: see unread_weights).
