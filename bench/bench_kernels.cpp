@@ -154,8 +154,10 @@ std::string path_name(DType dt, kernels::QuantActivations qa) {
   return p;
 }
 
+// One product timed: kernels::matmul, or with `gemm` kernels::gemm (packed float panels; what prefill uses
+// from kGemmMinRows rows; path .../gemm).
 void bench_matmul(const char* kind, const quant::OwnedTensor& w, int64_t tokens, int threads, bool cold,
-                  kernels::QuantActivations qa = kernels::QuantActivations::kInt8) {
+                  kernels::QuantActivations qa = kernels::QuantActivations::kInt8, bool gemm = false) {
   const int64_t out = w.shape[0], in = w.shape[1];
   std::vector<float> x(size_t(tokens * in)), y(size_t(tokens * out));
   fill(x.data(), x.size(), 7);
@@ -164,23 +166,15 @@ void bench_matmul(const char* kind, const quant::OwnedTensor& w, int64_t tokens,
   o.quant_activations = qa;
   const TensorView v = w.view();
   const double budget = g_quick ? 0.2 : 1.0;
-  const double t = time_median([&] { kernels::matmul(v, x.data(), tokens, y.data(), pool, o); }, cold, pool,
-                               g_quick ? 2 : 5, budget);
-  report(kind, dtype_name(w.dtype), out, in, tokens, threads, path_name(w.dtype, qa), cold, t, double(w.bytes.size()),
+  const double t = time_median(
+      [&] {
+        if (gemm) kernels::gemm(v, x.data(), tokens, y.data(), pool);
+        else kernels::matmul(v, x.data(), tokens, y.data(), pool, o);
+      },
+      cold, pool, g_quick ? 2 : 5, budget);
+  const std::string path = gemm ? kernels::active_simd_target() + "/gemm" : path_name(w.dtype, qa);
+  report(kind, dtype_name(w.dtype), out, in, tokens, threads, path, cold, t, double(w.bytes.size()),
          2.0 * double(out) * double(in) * double(tokens));
-}
-
-// The same product by kernels::gemm (packed float panels; what prefill uses from kGemmMinRows rows).
-void bench_gemm(const char* kind, const quant::OwnedTensor& w, int64_t tokens, int threads) {
-  const int64_t out = w.shape[0], in = w.shape[1];
-  std::vector<float> x(size_t(tokens * in)), y(size_t(tokens * out));
-  fill(x.data(), x.size(), 7);
-  ThreadPool pool(threads);
-  const TensorView v = w.view();
-  const double t = time_median([&] { kernels::gemm(v, x.data(), tokens, y.data(), pool); }, false, pool,
-                               g_quick ? 2 : 5, g_quick ? 0.2 : 1.0);
-  report(kind, dtype_name(w.dtype), out, in, tokens, threads, kernels::active_simd_target() + "/gemm", false, t,
-         double(w.bytes.size()), 2.0 * double(out) * double(in) * double(tokens));
 }
 
 std::string shape_text(const char* kind, DType dt, int64_t out, int64_t in) {
@@ -212,7 +206,7 @@ void bench_shapes() {
       for (int threads : {1, 2})
         if (pre) {
           bench_matmul("prefill", w, g_quick ? 64 : 256, threads, false);
-          bench_gemm("prefill", w, g_quick ? 64 : 256, threads);
+          bench_matmul("prefill", w, g_quick ? 64 : 256, threads, false, kernels::QuantActivations::kInt8, true);
         }
     }
   }

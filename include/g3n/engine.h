@@ -28,7 +28,7 @@ struct LoadOptions {
   std::string mmproj;
 };
 
-// Where a model's memory goes. Resident figures come from mincore() on the mappings.
+// Where a model's memory goes. Resident figures are the pages this process has mapped (/proc/self/pagemap).
 struct MemoryReport {
   uint64_t core_weight_bytes = 0;       // tensors every token reads (mapped; with the sparse layers' W_down
                                         // as their transposed copies in RAM)

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "kernels/elements.h"
 #include "kernels/matmul.h"
 #include "quant/quant.h"
 
@@ -63,27 +64,6 @@ struct AttentionJob {
   float* out = nullptr;  // [rows] of out_stride floats
   int64_t out_stride = 0;
 };
-
-inline float gemm_load_element(DType t, const uint8_t* row, int64_t i) {
-  if (dtype_is_quantized(t)) {  // element i of a row of Q8_0 / Q4_0 blocks: d * q
-    const uint8_t* blk = row + size_t(i / kQuantBlock) * dtype_size(t);
-    const int j = int(i % kQuantBlock);
-    uint16_t d;
-    std::memcpy(&d, blk, 2);
-    const int q = t == DType::Q8_0 ? int(int8_t(blk[2 + j]))
-                  : j < kQuantBlock / 2 ? int(blk[2 + j] & 15) - 8
-                                        : int(blk[2 + j - kQuantBlock / 2] >> 4) - 8;
-    return f16_to_f32(d) * float(q);
-  }
-  if (t == DType::F32) {
-    float v;
-    std::memcpy(&v, row + 4 * i, 4);
-    return v;
-  }
-  uint16_t h;
-  std::memcpy(&h, row + 2 * i, 2);
-  return t == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-}
 
 // Per-thread buffers, grown to the largest call and kept (no allocation once warm): slot 0 holds a
 // task's packed W block, slot 1 the scores of an attention task, slot 2 a padded bias, slots 3 and 4
@@ -192,7 +172,7 @@ void PackFullPanel512(DType t, const uint8_t* const* rows, int64_t k0, int64_t k
       for (int j = 0; j < 16; ++j) _mm512_store_ps(dst + (k + j) * kNR + g, r[j]);
     }
     for (; k < kc; ++k)
-      for (int i = 0; i < 16; ++i) dst[k * kNR + g + i] = detail::gemm_load_element(t, rows[g + i], k0 + k);
+      for (int i = 0; i < 16; ++i) dst[k * kNR + g + i] = detail::load_element(t, rows[g + i], k0 + k);
   }
 }
 
@@ -260,7 +240,7 @@ void PackPanel(const GemmJob& j, int64_t p, int64_t k0, int64_t kc, float* HWY_R
       float* d = dst + k * kNR;
       if (t == DType::F32) std::memcpy(d, row + 4 * n0, size_t(nn) * 4);
       else
-        for (int64_t r = 0; r < nn; ++r) d[r] = detail::gemm_load_element(t, row, n0 + r);
+        for (int64_t r = 0; r < nn; ++r) d[r] = detail::load_element(t, row, n0 + r);
       std::fill(d + nn, d + kNR, 0.0f);
     }
     return;
@@ -272,7 +252,7 @@ void PackPanel(const GemmJob& j, int64_t p, int64_t k0, int64_t kc, float* HWY_R
     for (int64_t k = 0; k < kc; ++k) {
       const int64_t q = k0 + k, src = (q % C) * j.taps + q / C;
       float* d = dst + k * kNR;
-      for (int64_t r = 0; r < nn; ++r) d[r] = detail::gemm_load_element(t, rows[r], src);
+      for (int64_t r = 0; r < nn; ++r) d[r] = detail::load_element(t, rows[r], src);
       std::fill(d + nn, d + kNR, 0.0f);
     }
     return;
@@ -333,7 +313,7 @@ void PackPanel(const GemmJob& j, int64_t p, int64_t k0, int64_t kc, float* HWY_R
   }
   for (; k < kc; ++k) {
     float* d = dst + k * kNR;
-    for (int64_t r = 0; r < nn; ++r) d[r] = detail::gemm_load_element(t, rows[r], k0 + k);
+    for (int64_t r = 0; r < nn; ++r) d[r] = detail::load_element(t, rows[r], k0 + k);
     std::fill(d + nn, d + kNR, 0.0f);
   }
 }
@@ -642,8 +622,8 @@ void gemm_reference(const TensorView& w, const float* a, int64_t m, float* c, co
       for (int64_t q = 0; q < k; ++q) {
         // Column q of the product (tap-major when taps > 1) is stored column (q % C) * taps + q / C.
         const int64_t src = (q % C) * o.taps + q / C;
-        const float wv = o.weights_kn ? detail::gemm_load_element(w.dtype, base + size_t(q) * rb, jj)
-                                      : detail::gemm_load_element(w.dtype, base + size_t(jj) * rb, src);
+        const float wv = o.weights_kn ? detail::load_element(w.dtype, base + size_t(q) * rb, jj)
+                                      : detail::load_element(w.dtype, base + size_t(jj) * rb, src);
         s += double(wv) * double(ar[q]);
       }
       float& y = c[i * ldc + jj];

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "kernels/elements.h"
 #include "quant/quant.h"
 
 // Scalable vectors (SVE, RVV) cannot be kept in arrays, which the register tiles use; Arm CPUs
@@ -78,48 +79,6 @@ struct SparseJob {
   int64_t n = 0;
   float* y = nullptr;
 };
-
-// float16 bits -> float32 without branches on the common path (the scale of every quantised block
-// goes through here). Exact for normals, subnormals, infinities and NaNs.
-inline float half_bits_to_float(uint16_t h) {
-  const uint32_t em = h & 0x7fffu;
-  uint32_t bits = em << 13;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  f *= 0x1p112f;  // rebias the exponent 15 -> 127; subnormal halves become normal floats exactly
-  if (em >= 0x7c00u) {
-    bits = 0x7f800000u | ((em & 0x3ffu) << 13);
-    std::memcpy(&f, &bits, 4);
-  }
-  std::memcpy(&bits, &f, 4);
-  bits |= uint32_t(h & 0x8000u) << 16;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-inline float block_scale(const uint8_t* block) {
-  uint16_t h;
-  std::memcpy(&h, block, 2);
-  return half_bits_to_float(h);
-}
-
-// Element i of a row of an element type, read without alignment assumptions.
-inline float load_element(DType t, const uint8_t* row, int64_t i) {
-  if (t == DType::F32) {
-    float v;
-    std::memcpy(&v, row + 4 * i, 4);
-    return v;
-  }
-  uint16_t h;
-  std::memcpy(&h, row + 2 * i, 2);
-  return t == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-}
-
-// Integer value (q or nibble - 8) of element j of a quantised block.
-inline int block_int(DType t, const uint8_t* block, int j) {
-  if (t == DType::Q8_0) return int8_t(block[2 + j]);
-  return j < kQuantBlock / 2 ? int(block[2 + j] & 15) - 8 : int(block[2 + j - kQuantBlock / 2] >> 4) - 8;
-}
 
 // Fills MatmulJob::vx / vdx / vstart from xq / xd / xsum; defined at the end.
 void prepare_vnni_activations(const MatmulJob& j, uint8_t* vx, float* vdx, int32_t* vstart);

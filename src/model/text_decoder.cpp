@@ -112,6 +112,13 @@ std::vector<const TensorView*> TextDecoder::unread_weights() const {
   return v;
 }
 
+std::vector<const TensorView*> TextDecoder::read_weights() const {
+  std::vector<const TensorView*> v = w_.core_tensors();
+  const auto unread = unread_weights();
+  std::erase_if(v, [&](const TensorView* t) { return std::find(unread.begin(), unread.end(), t) != unread.end(); });
+  return v;
+}
+
 uint64_t TextDecoder::transposed_bytes() const {
   uint64_t b = 0;
   for (const auto& t : down_t_) b += t.bytes.size();

@@ -65,9 +65,11 @@ class TextDecoder {
   // or a whole large folio, ~0.7 MB per token measured; MADV_RANDOM does not stop that.)
   void set_release_ple_pages(bool on) { release_ple_pages_ = on; }
   // Weights that neither decode nor prefill reads with the default shortcuts: W_down of the sparse layers,
-  // whose transposed copies serve both (decode: the surviving rows; prefill: gemm on [F, D]). Only the
-  // plain path and batched decoding of a few rows read them. transposed_bytes: the copies' size.
+  // whose transposed copies serve both (decode: the surviving rows; prefill: gemm on [F, D]); only the
+  // plain path and steps of 17 to 31 rows read them. read_weights: the other core tensors.
+  // transposed_bytes: the copies' size.
   std::vector<const TensorView*> unread_weights() const;
+  std::vector<const TensorView*> read_weights() const;
   uint64_t transposed_bytes() const;
 
   // Runs tokens ids[0..n) at positions start_pos.. through the decoder, writing their K/V into

@@ -56,29 +56,28 @@ std::string read_file_text(const std::string& path) {
   return ss.str();
 }
 
+uint64_t tensor_bytes(const TensorView& t) { return dtype_bytes(t.dtype, t.numel()); }
+
 // The PLE table is read one row per token: tell the kernel not to read ahead or map neighbouring
 // pages, so only the rows actually used become resident.
 void advise_random(const TensorView& t) {
   if (!t.valid()) return;
   const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
   const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data) & ~(page - 1);
-  const uintptr_t end = reinterpret_cast<uintptr_t>(t.data) + uintptr_t(dtype_bytes(t.dtype, t.numel()));
+  const uintptr_t end = reinterpret_cast<uintptr_t>(t.data) + uintptr_t(tensor_bytes(t));
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_RANDOM);  // advice only: failure is harmless
 }
 
-// Reads one byte per page of the core weights (but those in `skip`) so the first token does not pay for
-// page faults, and reports progress. The PLE table is left alone: it is read row by row, on demand.
-void prefault(const TextWeights& w, const std::vector<const TensorView*>& skip,
-              const std::function<void(uint64_t, uint64_t)>& progress) {
+// Reads one byte per page of the weights the decoder reads so the first token does not pay for page
+// faults, and reports progress. The PLE table is left alone: it is read row by row, on demand.
+void prefault(const std::vector<const TensorView*>& tensors, const std::function<void(uint64_t, uint64_t)>& progress) {
   uint64_t total = 0, done = 0, last = 0;
-  auto tensors = w.core_tensors();
-  std::erase_if(tensors, [&](const TensorView* t) { return std::find(skip.begin(), skip.end(), t) != skip.end(); });
-  for (const TensorView* t : tensors) total += dtype_bytes(t->dtype, t->numel());
+  for (const TensorView* t : tensors) total += tensor_bytes(*t);
   progress(0, total);
   volatile uint8_t sink = 0;
   for (const TensorView* t : tensors) {
     const auto* p = static_cast<const uint8_t*>(t->data);
-    const uint64_t n = dtype_bytes(t->dtype, t->numel());
+    const uint64_t n = tensor_bytes(*t);
     for (uint64_t off = 0; off < n; off += 4096) sink = sink + p[off];
     done += n;
     if (done - last >= (uint64_t(64) << 20) || done == total) {
@@ -163,12 +162,10 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   impl.pool = std::make_unique<ThreadPool>(options.threads);
   const TensorView& ple = impl.decoder->weights().embed_tokens_per_layer;
   advise_random(ple);
-  impl.decoder->set_release_ple_pages(in_read_only_file_mapping(ple.data, dtype_bytes(ple.dtype, ple.numel())));
-  const auto unread = impl.decoder->unread_weights();
-  if (options.progress) prefault(impl.decoder->weights(), unread, options.progress);
-  for (const TensorView* t : unread)  // read once at load, to transpose them; no longer needed in RAM
-    if (in_read_only_file_mapping(t->data, dtype_bytes(t->dtype, t->numel())))
-      release_mapped_pages(t->data, dtype_bytes(t->dtype, t->numel()));
+  impl.decoder->set_release_ple_pages(in_read_only_file_mapping(ple.data, tensor_bytes(ple)));
+  if (options.progress) prefault(impl.decoder->read_weights(), options.progress);
+  for (const TensorView* t : impl.decoder->unread_weights())  // read once, by the transposition above
+    if (in_read_only_file_mapping(t->data, tensor_bytes(*t))) release_mapped_pages(t->data, tensor_bytes(*t));
   return m;
 }
 
@@ -197,20 +194,16 @@ uint64_t resident_bytes(const void* p, uint64_t n) {
   return std::min<uint64_t>(present * page, n + page);
 }
 
-uint64_t tensor_bytes(const TensorView& t) { return dtype_bytes(t.dtype, t.numel()); }
-
 }  // namespace
 
 MemoryReport Model::memory(const Session* session) const {
   MemoryReport r;
   const TextWeights& w = impl_->decoder->weights();
-  const auto unread = impl_->decoder->unread_weights();
-  for (const TensorView* t : w.core_tensors()) {
-    if (std::find(unread.begin(), unread.end(), t) != unread.end()) continue;  // replaced by the copies below
+  for (const TensorView* t : impl_->decoder->read_weights()) {
     r.core_weight_bytes += tensor_bytes(*t);
     r.core_weight_resident += resident_bytes(t->data, tensor_bytes(*t));
   }
-  r.core_weight_bytes += impl_->decoder->transposed_bytes();  // in RAM (allocated at load)
+  r.core_weight_bytes += impl_->decoder->transposed_bytes();  // the copies that replace unread_weights()
   r.core_weight_resident += impl_->decoder->transposed_bytes();
   r.ple_table_bytes = tensor_bytes(w.embed_tokens_per_layer);
   r.ple_table_resident = resident_bytes(w.embed_tokens_per_layer.data, r.ple_table_bytes);

@@ -4,47 +4,20 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "base/dtype.h"
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "kernels/conv.h"
+#include "kernel_test_util.h"
 
 namespace g3n {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-struct OwnedWeights {
-  std::vector<uint16_t> half;
-  std::vector<float> full;
-  TensorView view;
-};
-
-// values rounded to `dtype` and stored as such (2 bytes past an aligned start for 16-bit types).
-OwnedWeights make_weights(std::vector<float> values, std::vector<int64_t> shape, DType dtype) {
-  OwnedWeights w;
-  w.view.dtype = dtype;
-  w.view.shape = std::move(shape);
-  if (dtype == DType::F32) {
-    w.full = std::move(values);
-    w.view.data = w.full.data();
-  } else {
-    w.half.resize(values.size() + 1);
-    for (size_t i = 0; i < values.size(); ++i)
-      w.half[i + 1] = dtype == DType::F16 ? f32_to_f16(values[i]) : f32_to_bf16(values[i]);
-    w.view.data = w.half.data() + 1;
-  }
-  return w;
-}
+using test::randn;
+using test::store_weights;
+using test::StoredWeights;
 
 struct Case {
   int64_t h, w, c_in, c_out, kh, kw, sh, sw, pt, pb, pl, pr, groups;
@@ -56,7 +29,8 @@ void check_case(const Case& k, DType dtype, ThreadPool& pool, bool with_bias) {
   s.stride_h = k.sh, s.stride_w = k.sw, s.pad_top = k.pt, s.pad_bottom = k.pb, s.pad_left = k.pl, s.pad_right = k.pr;
   s.groups = k.groups;
   const int64_t wn = k.c_out * (k.c_in / k.groups) * k.kh * k.kw;
-  OwnedWeights w = make_weights(randn(size_t(wn), 7 + uint32_t(wn)), {k.c_out, k.c_in / k.groups, k.kh, k.kw}, dtype);
+  StoredWeights w = store_weights(randn(size_t(wn), 7 + uint32_t(wn)), {k.c_out, k.c_in / k.groups, k.kh, k.kw},
+                                  dtype, dtype == DType::F32 ? 0 : 2);
   const std::vector<float> x = randn(size_t(k.h * k.w * k.c_in), 11 + uint32_t(k.h));
   const std::vector<float> bias = randn(size_t(k.c_out), 3);
   const int64_t n_out = s.out_h() * s.out_w() * k.c_out;

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -12,39 +11,14 @@
 #include "base/thread_pool.h"
 #include "kernels/conv.h"
 #include "kernels/matmul.h"
+#include "kernel_test_util.h"
 
 namespace g3n {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-struct Stored {
-  std::vector<uint16_t> half;
-  std::vector<float> full;
-  TensorView view;
-};
-
-Stored store(const std::vector<float>& values, std::vector<int64_t> shape, DType dtype) {
-  Stored w;
-  w.view.dtype = dtype;
-  w.view.shape = std::move(shape);
-  if (dtype == DType::F32) {
-    w.full = values;
-    w.view.data = w.full.data();
-  } else {
-    w.half.resize(values.size() + 1);
-    for (size_t i = 0; i < values.size(); ++i)
-      w.half[i + 1] = dtype == DType::F16 ? f32_to_f16(values[i]) : f32_to_bf16(values[i]);
-    w.view.data = w.half.data() + 1;  // 2 bytes past an aligned start
-  }
-  return w;
-}
+using test::randn;
+using test::store_weights;
+using test::StoredWeights;
 
 struct Case {
   const char* name;
@@ -59,7 +33,7 @@ void check(const Case& k, DType dtype, int threads) {
   s.pad_bottom = s.pad_right = k.pad_after;
   s.groups = k.groups;
   const int64_t cg = k.c_in / k.groups, wn = k.c_out * cg * k.k * k.k;
-  const Stored w = store(randn(size_t(wn), 3), {k.c_out, cg, k.k, k.k}, dtype);
+  const StoredWeights w = store_weights(randn(size_t(wn), 3), {k.c_out, cg, k.k, k.k}, dtype, dtype == DType::F32 ? 0 : 2);
   const std::vector<float> x = randn(size_t(k.h * k.w * k.c_in), 4), bias = randn(size_t(k.c_out), 5);
   const int64_t n_out = s.out_h() * s.out_w() * k.c_out;
   std::vector<float> y(size_t(n_out), NAN), ref(size_t(n_out), NAN);
@@ -85,15 +59,10 @@ TEST(ConvPaths, GemmAndDepthwiseMatchTheOracle) {
       {"depthwise 5x5 stride 2, 70 channels", 11, 12, 70, 70, 5, 2, 1, 2, 70},
       {"depthwise 5x5, 7 channels", 6, 5, 7, 7, 5, 1, 2, 2, 7},
   };
-  const auto targets = kernels::simd_targets();
-  for (const auto& t : targets) {
-    if (t.vnni) continue;
-    kernels::force_simd_target(&t);
-    SCOPED_TRACE("SIMD target " + t.name);
+  test::for_each_float_target([&] {
     for (const Case& k : cases)
       for (DType dt : {DType::F32, DType::BF16, DType::F16}) check(k, dt, 1 + int(k.h % 3));
-  }
-  kernels::force_simd_target(nullptr);
+  });
 }
 
 }  // namespace

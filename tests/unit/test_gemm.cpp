@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "base/dtype.h"
@@ -15,48 +14,15 @@
 #include "kernels/gemm.h"
 #include "kernels/matmul.h"
 #include "quant/quant.h"
+#include "kernel_test_util.h"
 
 namespace g3n {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-struct Weights {
-  std::vector<uint8_t> bytes;
-  TensorView view;
-  std::vector<float> values;  // as stored, in float
-};
-
-// `values` [rows, cols] stored as `dtype`, `misalign` bytes into the buffer.
-Weights store(const std::vector<float>& values, int64_t rows, int64_t cols, DType dtype, size_t misalign) {
-  Weights w;
-  const quant::OwnedTensor t = quant::quantize_tensor(values.data(), rows, cols, dtype);
-  w.bytes.resize(t.bytes.size() + misalign + 16);
-  std::memcpy(w.bytes.data() + misalign, t.bytes.data(), t.bytes.size());
-  w.view = {dtype, {rows, cols}, w.bytes.data() + misalign};
-  w.values.resize(values.size());
-  to_f32(w.view, 0, rows * cols, w.values.data());
-  return w;
-}
-
-template <class Fn>
-void for_each_simd_target(const Fn& fn) {
-  const auto targets = kernels::simd_targets();
-  ASSERT_FALSE(targets.empty());
-  for (const auto& t : targets) {
-    if (t.vnni) continue;  // the same float path as the plain AVX3 entry
-    kernels::force_simd_target(&t);
-    SCOPED_TRACE("SIMD target " + t.name);
-    fn();
-  }
-  kernels::force_simd_target(nullptr);
-}
+using test::randn;
+using test::store_weights;
+using test::StoredWeights;
+using test::for_each_float_target;
 
 struct Case {
   int64_t m, n, k;
@@ -108,10 +74,10 @@ TEST_P(GemmTest, MatchesOracleOnOddSizes) {
   const size_t misalign = dtype == DType::F32 ? 4 : 2;
   const Case cases[] = {{1, 1, 1},   {7, 13, 5},    {37, 65, 129}, {100, 130, 300},
                         {193, 1030, 70}, {5, 200, 520}, {61, 17, 1},   {250, 3, 33}};
-  for_each_simd_target([&] {
+  for_each_float_target([&] {
     for (const Case& cs : cases) {
       SCOPED_TRACE("M " + std::to_string(cs.m) + " N " + std::to_string(cs.n) + " K " + std::to_string(cs.k));
-      const Weights w = store(randn(size_t(cs.n * cs.k), 11, 0.5f), cs.n, cs.k, dtype, misalign);
+      const StoredWeights w = store_weights(randn(size_t(cs.n * cs.k), 11, 0.5f), cs.n, cs.k, dtype, misalign);
       std::vector<float> abuf = randn(size_t(cs.m * cs.k) + 1, 12);
       const float* a = abuf.data() + 1;  // one float off alignment
       expect_close(w.view, a, cs.m, cs.n, cs.k, {}, std::vector<float>(size_t(cs.m * cs.n), -7.0f), threads);
@@ -122,11 +88,11 @@ TEST_P(GemmTest, MatchesOracleOnOddSizes) {
 TEST_P(GemmTest, StridesBiasAndAccumulation) {
   const auto [dtype, threads] = GetParam();
   const int64_t m = 45, n = 77, k = 301, lda = k + 3, ldc = n + 5;
-  const Weights w = store(randn(size_t(n * k), 21, 0.5f), n, k, dtype, 0);
+  const StoredWeights w = store_weights(randn(size_t(n * k), 21, 0.5f), n, k, dtype, 0);
   const std::vector<float> a = randn(size_t(m * lda), 22);
   const std::vector<float> bias = randn(size_t(n), 23);
   const std::vector<float> c0 = randn(size_t(m * ldc), 24);
-  for_each_simd_target([&] {
+  for_each_float_target([&] {
     for (bool acc : {false, true})
       for (bool with_bias : {false, true}) {
         SCOPED_TRACE(std::string(acc ? "accumulate" : "overwrite") + (with_bias ? ", bias" : ""));
@@ -143,18 +109,18 @@ TEST_P(GemmTest, StridesBiasAndAccumulation) {
 TEST_P(GemmTest, WeightsStoredKN) {
   const auto [dtype, threads] = GetParam();
   const int64_t m = 70, n = 83, k = 270;
-  const Weights w = store(randn(size_t(k * n), 31, 0.5f), k, n, dtype, 2);
+  const StoredWeights w = store_weights(randn(size_t(k * n), 31, 0.5f), k, n, dtype, 2);
   const std::vector<float> a = randn(size_t(m * k), 32);
   kernels::GemmOptions o;
   o.weights_kn = true;
-  for_each_simd_target([&] { expect_close(w.view, a.data(), m, n, k, o, std::vector<float>(size_t(m * n)), threads); });
+  for_each_float_target([&] { expect_close(w.view, a.data(), m, n, k, o, std::vector<float>(size_t(m * n)), threads); });
 }
 
 TEST_P(GemmTest, TapMajorColumnsFromASource) {
   const auto [dtype, threads] = GetParam();
   // A 3x3 convolution's weights [out, in, 3, 3] seen as [out, in * 9], columns taken (tap, channel).
   const int64_t m = 53, n = 35, channels = 37, taps = 9, k = channels * taps;
-  const Weights w = store(randn(size_t(n * k), 41, 0.5f), n, k, dtype, 0);
+  const StoredWeights w = store_weights(randn(size_t(n * k), 41, 0.5f), n, k, dtype, 0);
   const std::vector<float> full = randn(size_t(m * k), 42);
   const kernels::GemmRowSource source = [&](int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* dst) {
     for (int64_t r = 0; r < rows; ++r) std::copy_n(full.data() + (m0 + r) * k + k0, kc, dst + r * kc);
@@ -164,7 +130,7 @@ TEST_P(GemmTest, TapMajorColumnsFromASource) {
   o.taps = taps;
   o.a_source = &source;
   o.bias = bias.data();
-  for_each_simd_target([&] { expect_close(w.view, nullptr, m, n, k, o, std::vector<float>(size_t(m * n)), threads); });
+  for_each_float_target([&] { expect_close(w.view, nullptr, m, n, k, o, std::vector<float>(size_t(m * n)), threads); });
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, GemmTest,
@@ -178,7 +144,7 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, GemmTest,
 TEST(Gemm, LinearAgreesWithMatmulOnBothSidesOfTheThreshold) {
   ThreadPool pool(2);
   const int64_t n = 96, k = 200;
-  const Weights w = store(randn(size_t(n * k), 51, 0.5f), n, k, DType::BF16, 0);
+  const StoredWeights w = store_weights(randn(size_t(n * k), 51, 0.5f), n, k, DType::BF16, 0);
   for (int64_t m : {1, 8, 31, 32, 300}) {
     const std::vector<float> x = randn(size_t(m * k), 52);
     std::vector<float> y(size_t(m * n)), ref(size_t(m * n));
@@ -194,7 +160,7 @@ TEST(Gemm, AttentionWithSharedKeysAndValues) {
   };
   // Row blocks cut mid-tile, key counts cut mid-panel, dk and m past one K block, dv past one panel.
   const Shape shapes[] = {{1, 1, 1, 1}, {37, 49, 16, 16}, {100, 130, 64, 96}, {29, 600, 530, 70}};
-  for_each_simd_target([&] {
+  for_each_float_target([&] {
     for (const Shape& sh : shapes)
       for (int threads : {1, 3}) {
         SCOPED_TRACE("rows " + std::to_string(sh.rows) + " m " + std::to_string(sh.m) + " dk " +
@@ -223,10 +189,10 @@ class GemmBlockTest : public ::testing::TestWithParam<std::tuple<DType, int>> {}
 TEST_P(GemmBlockTest, MatchesOracle) {
   const auto [dtype, threads] = GetParam();
   const Case cases[] = {{1, 1, 32}, {7, 13, 64}, {37, 65, 544}, {100, 130, 1056}, {193, 1030, 96}, {6, 64, 32}};
-  for_each_simd_target([&] {
+  for_each_float_target([&] {
     for (const Case& cs : cases) {
       SCOPED_TRACE("M " + std::to_string(cs.m) + " N " + std::to_string(cs.n) + " K " + std::to_string(cs.k));
-      const Weights w = store(randn(size_t(cs.n * cs.k), 51, 0.5f), cs.n, cs.k, dtype, 1);  // odd address
+      const StoredWeights w = store_weights(randn(size_t(cs.n * cs.k), 51, 0.5f), cs.n, cs.k, dtype, 1);  // odd address
       std::vector<float> abuf = randn(size_t(cs.m * cs.k) + 1, 52);
       expect_close(w.view, abuf.data() + 1, cs.m, cs.n, cs.k, {}, std::vector<float>(size_t(cs.m * cs.n), 3.0f),
                    threads);
@@ -237,13 +203,13 @@ TEST_P(GemmBlockTest, MatchesOracle) {
 TEST_P(GemmBlockTest, ColumnPrefixWithStrides) {
   const auto [dtype, threads] = GetParam();
   const int64_t m = 41, n = 70, k_full = 640, k = 288, lda = k_full, ldc = n + 3;
-  const Weights w = store(randn(size_t(n * k_full), 61, 0.5f), n, k_full, dtype, 0);
+  const StoredWeights w = store_weights(randn(size_t(n * k_full), 61, 0.5f), n, k_full, dtype, 0);
   const std::vector<float> a = randn(size_t(m * lda), 62);
   kernels::GemmOptions o;
   o.a_stride = lda;
   o.c_stride = ldc;
   o.columns = k;
-  for_each_simd_target([&] { expect_close(w.view, a.data(), m, n, k, o, randn(size_t(m * ldc), 63), threads); });
+  for_each_float_target([&] { expect_close(w.view, a.data(), m, n, k, o, randn(size_t(m * ldc), 63), threads); });
   // The same prefix through linear(), on both sides of the threshold, against the float product.
   for (int64_t rows : {int64_t(3), kernels::kGemmMinRows + 1}) {
     kernels::MatmulOptions mo;
@@ -262,11 +228,11 @@ TEST_P(GemmBlockTest, WeightsStoredKN) {  // a transposed copy [K, N], blocks al
   const auto [dtype, threads] = GetParam();
   for (const Case& cs : {Case{70, 96, 270}, Case{33, 160, 7}, Case{5, 2048, 100}}) {
     SCOPED_TRACE("M " + std::to_string(cs.m) + " N " + std::to_string(cs.n) + " K " + std::to_string(cs.k));
-    const Weights w = store(randn(size_t(cs.k * cs.n), 71, 0.5f), cs.k, cs.n, dtype, 3);
+    const StoredWeights w = store_weights(randn(size_t(cs.k * cs.n), 71, 0.5f), cs.k, cs.n, dtype, 3);
     const std::vector<float> a = randn(size_t(cs.m * cs.k), 72);
     kernels::GemmOptions o;
     o.weights_kn = true;
-    for_each_simd_target(
+    for_each_float_target(
         [&] { expect_close(w.view, a.data(), cs.m, cs.n, cs.k, o, std::vector<float>(size_t(cs.m * cs.n)), threads); });
   }
 }
@@ -281,7 +247,7 @@ INSTANTIATE_TEST_SUITE_P(BlockTypes, GemmBlockTest,
 TEST(Gemm, RejectsBadBlockUsesAndBadTaps) {
   ThreadPool pool(1);
   std::vector<float> v(64 * 64, 0.5f), a(64 * 64), c(64 * 64);
-  const Weights q = store(v, 64, 64, DType::Q8_0, 0);
+  const StoredWeights q = store_weights(v, 64, 64, DType::Q8_0, 0);
   kernels::GemmOptions o;
   o.taps = 2;
   EXPECT_THROW(kernels::gemm(q.view, a.data(), 1, c.data(), pool, o), Error);  // block weights with taps
@@ -290,7 +256,7 @@ TEST(Gemm, RejectsBadBlockUsesAndBadTaps) {
   EXPECT_THROW(kernels::gemm(q.view, a.data(), 1, c.data(), pool, o), Error);  // not whole blocks
   o.columns = 96;
   EXPECT_THROW(kernels::gemm(q.view, a.data(), 1, c.data(), pool, o), Error);  // more columns than stored
-  const Weights f = store(v, 64, 64, DType::F32, 0);
+  const StoredWeights f = store_weights(v, 64, 64, DType::F32, 0);
   o = {};
   o.taps = 5;
   EXPECT_THROW(kernels::gemm(f.view, a.data(), 1, c.data(), pool, o), Error);

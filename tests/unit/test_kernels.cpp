@@ -16,37 +16,14 @@
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 #include "quant/quant.h"
+#include "kernel_test_util.h"
 
 namespace g3n {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-struct Weights {
-  std::vector<uint8_t> bytes;
-  TensorView view;
-};
-
-// Stores `values` ([out, in]) as `dtype`, starting `misalign` bytes into the buffer (an even offset
-// keeps 16-bit elements aligned; the kernels must not assume more). Block types are quantised
-// with quant::quantize_tensor and may start at any byte (GGUF blocks are 34 / 18 bytes apart).
-Weights make_weights(const std::vector<float>& values, int64_t out, int64_t in, DType dtype, size_t misalign) {
-  Weights w;
-  const quant::OwnedTensor t = quant::quantize_tensor(values.data(), out, in, dtype);
-  w.bytes.resize(t.bytes.size() + misalign + 16);
-  uint8_t* base = w.bytes.data() + misalign;
-  std::memcpy(base, t.bytes.data(), t.bytes.size());
-  w.view.dtype = dtype;
-  w.view.shape = {out, in};
-  w.view.data = base;
-  return w;
-}
+using test::randn;
+using test::store_weights;
+using test::StoredWeights;
 
 // sum_i |w[o][i] x[t][i]| per output, from the dequantised weights: the scale of float rounding.
 std::vector<double> abs_products(const TensorView& w, const float* x, int64_t tokens) {
@@ -83,20 +60,7 @@ std::vector<double> int8_activation_bound(const TensorView& w, const float* x, i
   return bound;
 }
 
-// Runs `fn` once per SIMD path this machine can take (forcing it), then restores the automatic
-// choice.
-template <class Fn>
-void for_each_simd_target(const Fn& fn) {
-  const auto targets = kernels::simd_targets();
-  ASSERT_FALSE(targets.empty());
-  for (const auto& t : targets) {
-    kernels::force_simd_target(&t);
-    SCOPED_TRACE("SIMD target " + t.name);
-    ASSERT_EQ(kernels::active_simd_target(), t.name);
-    fn();
-  }
-  kernels::force_simd_target(nullptr);
-}
+using test::for_each_simd_target;
 
 class MatmulTest : public ::testing::TestWithParam<std::tuple<DType, int64_t, int64_t, int64_t>> {};
 
@@ -104,7 +68,7 @@ TEST_P(MatmulTest, MatchesScalarOracle) {
   const auto [dtype, out, in, tokens] = GetParam();
   const auto values = randn(size_t(out * in), 1, 0.5f);
   const size_t misalign = dtype == DType::F32 ? 4 : dtype_is_quantized(dtype) ? 1 : 2;
-  Weights w = make_weights(values, out, in, dtype, misalign);
+  StoredWeights w = store_weights(values, out, in, dtype, misalign);
   // Activations start one float into the buffer: not 32-byte aligned.
   std::vector<float> xbuf = randn(size_t(tokens * in) + 1, 2);
   const float* x = xbuf.data() + 1;
@@ -155,7 +119,7 @@ TEST(Matmul, StridedActivationsAndOutputs) {
   // x rows 3 floats apart beyond `in`, y rows 2 beyond `out`; the gaps must stay untouched.
   const int64_t out = 37, in = 64, tokens = 5, xs = in + 3, ys = out + 2;
   for (DType dtype : {DType::F32, DType::BF16, DType::Q8_0, DType::Q4_0}) {
-    Weights w = make_weights(randn(size_t(out * in), 11, 0.5f), out, in, dtype, 0);
+    StoredWeights w = store_weights(randn(size_t(out * in), 11, 0.5f), out, in, dtype, 0);
     const auto xs_buf = randn(size_t(tokens * xs), 12);
     std::vector<float> dense(size_t(tokens * in));
     for (int64_t t = 0; t < tokens; ++t) std::copy_n(xs_buf.data() + t * xs, in, dense.data() + t * in);
@@ -176,7 +140,7 @@ TEST(Matmul, PrefillEqualsTokenByToken) {
   // the one-token product, so the results are identical.
   const int64_t out = 300, in = 256, tokens = 9;
   for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
-    Weights w = make_weights(randn(size_t(out * in), 13, 0.5f), out, in, dtype, 0);
+    StoredWeights w = store_weights(randn(size_t(out * in), 13, 0.5f), out, in, dtype, 0);
     const auto x = randn(size_t(tokens * in), 14);
     ThreadPool pool(2);
     std::vector<float> y(size_t(tokens * out)), y1(static_cast<size_t>(out));
@@ -259,7 +223,7 @@ TEST_P(SparseTest, ColumnsAndTransposedRowsMatchOracles) {
   ThreadPool pool(3);
   // Row-major [out, in] with columns selected.
   if (!dtype_is_quantized(dtype) || in % 32 == 0) {
-    Weights w = make_weights(values, out, in, dtype, dtype == DType::F32 ? 4 : 2);
+    StoredWeights w = store_weights(values, out, in, dtype, dtype == DType::F32 ? 4 : 2);
     std::vector<float> ref(static_cast<size_t>(out)), dense(ref), y(ref);
     kernels::matmul_columns_reference(w.view, x.data(), cols.data(), n, ref.data());
     kernels::matmul_reference(w.view, x.data(), 1, dense.data());
@@ -272,7 +236,7 @@ TEST_P(SparseTest, ColumnsAndTransposedRowsMatchOracles) {
   }
   // Transposed [in, out] with rows selected (block types: blocks along out).
   if (!dtype_is_quantized(dtype) || out % 32 == 0) {
-    Weights wf = make_weights(values, out, in, DType::F32, 0);
+    StoredWeights wf = store_weights(values, out, in, DType::F32, 0);
     const quant::OwnedTensor wt = quant::transpose_tensor(wf.view, dtype);
     std::vector<float> ref(static_cast<size_t>(out));
     kernels::matmul_transposed_rows_reference(wt.view(), cols.data(), compact.data(), n, ref.data());
@@ -295,7 +259,7 @@ INSTANTIATE_TEST_SUITE_P(BlockTypes, SparseTest,
 
 TEST(Sparse, TransposeTensorMatchesSource) {
   const int64_t out = 64, in = 40;
-  Weights w = make_weights(randn(size_t(out * in), 41), out, in, DType::BF16, 0);
+  StoredWeights w = store_weights(randn(size_t(out * in), 41), out, in, DType::BF16, 0);
   const quant::OwnedTensor t = quant::transpose_tensor(w.view, DType::F32);
   ASSERT_EQ(t.shape, (std::vector<int64_t>{in, out}));
   std::vector<float> a(size_t(out * in)), b(size_t(out * in));
@@ -359,11 +323,10 @@ TEST(Kernels, AttentionMatchesOracleOnEveryTarget) {
   };
   const Shape shapes[] = {{8, 2, 256}, {4, 4, 6}, {6, 1, 100}, {3, 1, 17}, {2, 1, 64}, {5, 1, 8}};
   const int64_t cap = 37;
-  for (const auto& target : kernels::simd_targets()) {
-    kernels::force_simd_target(&target);
+  for_each_simd_target([&] {
     for (const Shape& sh : shapes)
       for (const auto& [first, last] : {std::pair<int64_t, int64_t>{0, 0}, {3, 29}, {20, 56}}) {
-        SCOPED_TRACE(target.name + " H " + std::to_string(sh.H) + " Hkv " + std::to_string(sh.Hkv) + " Dh " +
+        SCOPED_TRACE("H " + std::to_string(sh.H) + " Hkv " + std::to_string(sh.Hkv) + " Dh " +
                      std::to_string(sh.Dh) + " positions " + std::to_string(first) + ".." + std::to_string(last));
         const auto keys = randn(size_t(cap * sh.Hkv * sh.Dh), 21), values = randn(size_t(cap * sh.Hkv * sh.Dh), 22);
         const auto q = randn(size_t(sh.H * sh.Dh), 23);
@@ -375,8 +338,7 @@ TEST(Kernels, AttentionMatchesOracleOnEveryTarget) {
         kernels::attend_reference(q.data(), sh.H, sh.Hkv, sh.Dh, kv, first, last, scale, want.data());
         for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-6 * (1 + std::fabs(want[i]))) << i;
       }
-  }
-  kernels::force_simd_target(nullptr);
+  });
 }
 
 TEST(Kernels, AttentionMatchesNaiveOverRing) {

@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "base/dtype.h"
@@ -14,36 +13,18 @@
 #include "base/thread_pool.h"
 #include "kernels/matmul.h"
 #include "quant/quant.h"
+#include "kernel_test_util.h"
 
 namespace g3n {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-struct Weights {
-  std::vector<uint8_t> bytes;
-  TensorView view;
-};
-
-// `values` [out, in] stored as `dtype`, `misalign` bytes into the buffer.
-Weights store(const std::vector<float>& values, int64_t out, int64_t in, DType dtype, size_t misalign) {
-  Weights w;
-  const quant::OwnedTensor t = quant::quantize_tensor(values.data(), out, in, dtype);
-  w.bytes.resize(t.bytes.size() + misalign + 16);
-  std::memcpy(w.bytes.data() + misalign, t.bytes.data(), t.bytes.size());
-  w.view = {dtype, {out, in}, w.bytes.data() + misalign};
-  return w;
-}
+using test::randn;
+using test::store_weights;
+using test::StoredWeights;
 
 // Makes every stored element of columns [cols, in) NaN: float types by their NaN pattern, block types
 // by a NaN block scale (every element of a block is d * q).
-void poison_tail(Weights& w, int64_t cols) {
+void poison_tail(StoredWeights& w, int64_t cols) {
   const int64_t out = w.view.dim(0), in = w.view.dim(1);
   auto* base = const_cast<uint8_t*>(static_cast<const uint8_t*>(w.view.data));
   for (int64_t r = 0; r < out; ++r) {
@@ -63,8 +44,8 @@ void poison_tail(Weights& w, int64_t cols) {
 }
 
 // The column prefix as a tensor of its own: the bytes of each row's first `cols` elements, packed.
-Weights compact_prefix(const TensorView& w, int64_t cols) {
-  Weights c;
+StoredWeights compact_prefix(const TensorView& w, int64_t cols) {
+  StoredWeights c;
   const size_t prefix = dtype_bytes(w.dtype, cols);
   c.bytes.resize(prefix * size_t(w.dim(0)));
   for (int64_t r = 0; r < w.dim(0); ++r) std::memcpy(c.bytes.data() + size_t(r) * prefix, w.row(r), prefix);
@@ -85,26 +66,14 @@ std::vector<double> abs_products(const TensorView& dense, const float* x, int64_
   return s;
 }
 
-template <class Fn>
-void for_each_simd_target(const Fn& fn) {
-  const auto targets = kernels::simd_targets();
-  ASSERT_FALSE(targets.empty());
-  for (const auto& t : targets) {
-    kernels::force_simd_target(&t);
-    SCOPED_TRACE("SIMD target " + t.name);
-    fn();
-  }
-  kernels::force_simd_target(nullptr);
-}
-
 // dtype, rows, full width, used columns, tokens.
 class MatmulColumnsTest : public ::testing::TestWithParam<std::tuple<DType, int64_t, int64_t, int64_t, int64_t>> {};
 
 TEST_P(MatmulColumnsTest, PrefixMatchesOraclesAndReadsNothingPastIt) {
   const auto [dtype, out, in, cols, tokens] = GetParam();
   const size_t misalign = dtype == DType::F32 ? 4 : dtype_is_quantized(dtype) ? 1 : 2;
-  Weights w = store(randn(size_t(out * in), 21, 0.5f), out, in, dtype, misalign);
-  const Weights dense = compact_prefix(w.view, cols);
+  StoredWeights w = store_weights(randn(size_t(out * in), 21, 0.5f), out, in, dtype, misalign);
+  const StoredWeights dense = compact_prefix(w.view, cols);
   poison_tail(w, cols);
   // Activations as the decoder holds them: rows `in` apart (the full FFN width), one float off
   // alignment; the columns past the prefix hold garbage the product must not use.
@@ -124,7 +93,7 @@ TEST_P(MatmulColumnsTest, PrefixMatchesOraclesAndReadsNothingPastIt) {
   const auto scale = abs_products(dense.view, x, in, tokens);
   for (int threads : {1, 3}) {
     ThreadPool pool(threads);
-    for_each_simd_target([&] {
+    test::for_each_simd_target([&] {
       for (auto qa : {kernels::QuantActivations::kInt8, kernels::QuantActivations::kFloat}) {
         if (qa == kernels::QuantActivations::kFloat && !dtype_is_quantized(dtype)) continue;
         kernels::MatmulOptions oq = o;
@@ -159,7 +128,7 @@ INSTANTIATE_TEST_SUITE_P(BlockTypes, MatmulColumnsTest,
 TEST(MatmulColumns, PrefillEqualsTokenByToken) {
   const int64_t out = 300, in = 1024, cols = 512, tokens = 37;
   for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
-    Weights w = store(randn(size_t(out * in), 23, 0.5f), out, in, dtype, 0);
+    StoredWeights w = store_weights(randn(size_t(out * in), 23, 0.5f), out, in, dtype, 0);
     poison_tail(w, cols);
     const auto x = randn(size_t(tokens * in), 24);
     ThreadPool pool(2);
@@ -178,8 +147,8 @@ TEST(MatmulColumns, PrefillEqualsTokenByToken) {
 
 // A prefix that is not whole blocks of a block type, or longer than the row, is refused.
 TEST(MatmulColumns, RejectsBadPrefixes) {
-  Weights q = store(randn(64 * 4, 25), 4, 64, DType::Q8_0, 0);
-  Weights f = store(randn(64 * 4, 25), 4, 64, DType::BF16, 0);
+  StoredWeights q = store_weights(randn(64 * 4, 25), 4, 64, DType::Q8_0, 0);
+  StoredWeights f = store_weights(randn(64 * 4, 25), 4, 64, DType::BF16, 0);
   std::vector<float> x(64), y(4);
   ThreadPool pool(1);
   kernels::MatmulOptions o;

@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "base/tensor.h"
 #include "quant/quant.h"
+#include "kernel_test_util.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -20,13 +21,7 @@
 namespace g3n {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::randn;
 
 std::string hex(const std::vector<uint8_t>& b, size_t from, size_t n) {
   static const char* digits = "0123456789abcdef";

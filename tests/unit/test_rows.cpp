@@ -4,36 +4,20 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
 
 #include "base/thread_pool.h"
 #include "kernels/matmul.h"
 #include "kernels/rows.h"
+#include "kernel_test_util.h"
 
 namespace g3n {
 namespace {
 
 using kernels::RowActivation;
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-template <class Fn>
-void for_each_simd_target(const Fn& fn) {
-  for (const auto& t : kernels::simd_targets()) {
-    if (t.vnni) continue;
-    kernels::force_simd_target(&t);
-    SCOPED_TRACE("SIMD target " + t.name);
-    fn();
-  }
-  kernels::force_simd_target(nullptr);
-}
+using test::randn;
+using test::for_each_float_target;
 
 // |got - want| <= abs_tol + rel |want| + per_x |x| (x: the activation's input, when given).
 void expect_near_rel(const std::vector<float>& got, const std::vector<float>& want, double rel, double abs_tol,
@@ -48,7 +32,7 @@ void expect_near_rel(const std::vector<float>& got, const std::vector<float>& wa
 }
 
 TEST(Rows, RmsNormWithClipWeightAndActivation) {
-  for_each_simd_target([] {
+  for_each_float_target([] {
     for (int threads : {1, 3})
       for (int64_t n : {1, 7, 16, 33, 640, 1541})
         for (RowActivation act : {RowActivation::kNone, RowActivation::kGeluTanh, RowActivation::kSilu})
@@ -88,7 +72,7 @@ TEST(Rows, ClipKeepsNaN) {
 }
 
 TEST(Rows, ActivationsOverRangeAndExtremes) {
-  for_each_simd_target([] {
+  for_each_float_target([] {
     ThreadPool pool(2);
     std::vector<float> x = randn(100003, 3, 4.0f);
     for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 20.0f, -20.0f, 87.0f, -87.0f, 100.0f, -100.0f, 1e30f, -1e30f})
@@ -105,7 +89,7 @@ TEST(Rows, ActivationsOverRangeAndExtremes) {
 }
 
 TEST(Rows, SoftmaxWithStrideAndScale) {
-  for_each_simd_target([] {
+  for_each_float_target([] {
     for (int64_t n : {1, 5, 16, 49, 576}) {
       ThreadPool pool(2);
       const int64_t rows = 23, stride = n + 3;
@@ -122,7 +106,7 @@ TEST(Rows, SoftmaxWithStrideAndScale) {
 }
 
 TEST(Rows, GluScaleAddAndAddScaled) {
-  for_each_simd_target([] {
+  for_each_float_target([] {
     ThreadPool pool(3);
     const int64_t rows = 29, d = 45;
     const std::vector<float> z = randn(size_t(rows * 2 * d), 5, 4.0f);
