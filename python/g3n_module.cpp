@@ -170,6 +170,13 @@ std::vector<MediaSource> media_list(py::handle o, MediaEmbedding::Kind kind, con
   return out;
 }
 
+// The images, then the audio clips, in the order they fill the prompt's placeholders.
+std::vector<MediaSource> media_sources(py::handle images, py::handle audio) {
+  std::vector<MediaSource> out = media_list(images, MediaEmbedding::Kind::Image, "images");
+  for (auto& a : media_list(audio, MediaEmbedding::Kind::Audio, "audio")) out.push_back(std::move(a));
+  return out;
+}
+
 // The soft tokens of one source; a recording longer than 30 s becomes several clips cut at quiet points, as
 // `g3n run --audio` does. Call without the GIL, holding Engine::mu.
 std::vector<MediaEmbedding> encode(const Model& model, const MediaSource& s, int64_t image_size,
@@ -491,8 +498,7 @@ class PyModel {
   py::object generate(py::handle prompt, const Sampling& s, py::handle images, py::handle audio, bool raw,
                       const std::optional<std::string>& system, int64_t image_size, double max_audio_seconds,
                       bool stream) {
-    std::vector<MediaSource> sources = media_list(images, MediaEmbedding::Kind::Image, "images");
-    for (auto& a : media_list(audio, MediaEmbedding::Kind::Audio, "audio")) sources.push_back(std::move(a));
+    std::vector<MediaSource> sources = media_sources(images, audio);
     std::optional<std::string> text;
     std::vector<int32_t> ids;
     if (py::isinstance<py::str>(prompt)) text = prompt.cast<std::string>();
@@ -567,8 +573,7 @@ class PyModel {
       }
       j.push_back(std::move(jm));
     }
-    std::vector<MediaSource> kw_sources = media_list(images, MediaEmbedding::Kind::Image, "images");
-    for (auto& a : media_list(audio, MediaEmbedding::Kind::Audio, "audio")) kw_sources.push_back(std::move(a));
+    std::vector<MediaSource> kw_sources = media_sources(images, audio);
 
     std::shared_ptr<Prepared> p;
     {
@@ -645,8 +650,7 @@ class PyModel {
 
   py::array_t<float> score(py::handle prompt, py::handle images, py::handle audio, int64_t image_size,
                            double max_audio_seconds) {
-    std::vector<MediaSource> sources = media_list(images, MediaEmbedding::Kind::Image, "images");
-    for (auto& a : media_list(audio, MediaEmbedding::Kind::Audio, "audio")) sources.push_back(std::move(a));
+    std::vector<MediaSource> sources = media_sources(images, audio);
     std::optional<std::string> text;
     std::vector<int32_t> ids;
     if (py::isinstance<py::str>(prompt)) text = prompt.cast<std::string>();
