@@ -25,7 +25,7 @@ struct MediaPart {
 };
 
 // Remote images (image_url with http:// or https://) are fetched only when the server was started with
-// --allow-remote-media: at most max_bytes, within timeout_seconds, redirects followed (at most 5).
+// --allow-remote-media: at most max_bytes, within timeout_seconds, redirects followed (cpp-httplib: at most 20).
 struct RemoteMediaPolicy {
   bool allow = false;
   size_t max_bytes = size_t(16) << 20;
