@@ -479,13 +479,15 @@ class TextStream {
 class PyModel {
  public:
   PyModel(const std::string& path, const std::optional<std::string>& profile, int threads,
-          const std::optional<std::string>& mmproj)
+          const std::optional<std::string>& mmproj, const std::string& numerics)
       : e_(std::make_shared<Engine>()) {
     if (threads < 0) fail("threads must be >= 0 (0: one per core), got ", threads);
+    const Numerics num = parse_numerics(numerics);
     py::gil_scoped_release nogil;
     e_->path = path;
     LoadOptions o;
     o.threads = threads;
+    o.numerics = num;
     o.mmproj = mmproj.value_or("");
     e_->model = Model::load(path, o);
     e_->tokenizer = &e_->model->require_tokenizer();
@@ -817,8 +819,10 @@ PYBIND11_MODULE(g3n, m) {
   py::class_<PyModel>(m, "Model",
                       "A loaded Gemma 3n (or Gemma 3) checkpoint: a Hugging Face directory or a GGUF file. One Model "
                       "keeps one conversation cache; calls on it from several threads run one at a time.")
-      .def(py::init<const std::string&, const std::optional<std::string>&, int, const std::optional<std::string>&>(),
-           py::arg("path"), py::arg("profile") = py::none(), py::arg("threads") = 0, py::arg("mmproj") = py::none())
+      .def(py::init<const std::string&, const std::optional<std::string>&, int, const std::optional<std::string>&,
+                    const std::string&>(),
+           py::arg("path"), py::arg("profile") = py::none(), py::arg("threads") = 0, py::arg("mmproj") = py::none(),
+           py::arg("numerics") = "exact")
       .def(
           "generate",
           [sampling](PyModel& self, py::handle prompt, py::handle images, py::handle audio, bool raw,

@@ -28,6 +28,7 @@ bool stderr_is_tty() { return ::isatty(STDERR_FILENO) == 1; }
 struct TextArgs {
   std::string model;
   int threads = 0;
+  std::string numerics = "exact";
   std::string system;
   int64_t max_new_tokens = 512;
   std::vector<std::string> stop;
@@ -42,6 +43,8 @@ struct TextArgs {
   void add_to(CLI::App* cmd) {
     cmd->add_option("-m,--model", model, "Checkpoint directory")->required();
     cmd->add_option("-t,--threads", threads, "Worker threads (0: all cores)")->check(CLI::Range(0, 1024));
+    cmd->add_option("--numerics", numerics, kNumericsHelp)
+        ->check(CLI::IsMember({"exact", "ggml"}));
     cmd->add_option("-s,--system", system, "System prompt");
     cmd->add_option("-n,--max-new-tokens", max_new_tokens, "Most tokens to generate per answer")
         ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
@@ -85,6 +88,7 @@ Loaded load(const TextArgs& a) {
   Loaded l;
   LoadOptions o;
   o.threads = a.threads;
+  o.numerics = parse_numerics(a.numerics);
   o.mmproj = a.media.mmproj;
   if (stderr_is_tty() || a.verbose) {
     const bool tty = stderr_is_tty();

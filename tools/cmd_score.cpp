@@ -42,6 +42,7 @@ namespace {
 struct ModelArgs {
   std::string model;
   int threads = 0;
+  std::string numerics = "exact";
   std::string ids, prompt;
   bool chat = false;
   bool plain = false;
@@ -63,6 +64,8 @@ struct ModelArgs {
     cmd->add_option("--chunk", chunk, "Prompt tokens per prefill pass")->check(CLI::Range(1, 1 << 16));
     cmd->add_option("-m,--model", model, "Checkpoint directory (config.json + safetensors)")->required();
     cmd->add_option("-t,--threads", threads, "Worker threads (0: all cores)")->check(CLI::Range(0, 1024));
+    cmd->add_option("--numerics", numerics, kNumericsHelp)
+        ->check(CLI::IsMember({"exact", "ggml"}));
     auto* ids_opt = cmd->add_option("--ids", ids, "Token ids, e.g. 2,105,2364");
     auto* prompt_opt = cmd->add_option("--prompt", prompt, "Text, tokenised with the checkpoint's tokenizer");
     ids_opt->excludes(prompt_opt);
@@ -72,6 +75,7 @@ struct ModelArgs {
   std::unique_ptr<Model> load() const {
     LoadOptions opts;
     opts.threads = threads;
+    opts.numerics = parse_numerics(numerics);
     opts.mmproj = media.mmproj;
     return Model::load(model, opts);
   }

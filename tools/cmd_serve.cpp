@@ -35,6 +35,7 @@ Action register_serve(CLI::App& app) {
   struct Args {
     std::string model, name, mmproj;
     int threads = 0;
+    std::string numerics = "exact";
     server::ServerOptions opt;
     uint64_t max_body = uint64_t(16) << 20;
   };
@@ -52,6 +53,8 @@ Action register_serve(CLI::App& app) {
       ->check(CLI::Range(uint64_t(1024), uint64_t(1) << 32));
   cmd->add_option("--name", a->name, "Model id that /v1/models lists and requests name (default: the directory name)");
   cmd->add_option("-t,--threads", a->threads, "Worker threads (0: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--numerics", a->numerics, kNumericsHelp)
+      ->check(CLI::IsMember({"exact", "ggml"}));
   cmd->add_option("--profile", a->opt.profiles,
                   "Also serve a MatFormer size as model '<name>/NAME': NAME=SPEC (a published name, a JSON file or "
                   "skip=..;ffn=..); repeatable. E4B-structured models list the published sizes by themselves")
@@ -86,6 +89,7 @@ Action register_serve(CLI::App& app) {
     const auto t0 = std::chrono::steady_clock::now();
     LoadOptions lo;
     lo.threads = a->threads;
+    lo.numerics = parse_numerics(a->numerics);
     lo.mmproj = a->mmproj;
     std::unique_ptr<Model> model = Model::load(a->model, lo);
     model->require_tokenizer();

@@ -19,6 +19,7 @@ Action register_transcribe(CLI::App& app) {
   struct Args {
     std::string model, audio, language, target, prompt;
     int threads = 0;
+    std::string numerics = "exact";
     int64_t max_new_tokens = 512;
     double max_audio_seconds = 3600;
     float temperature = 0.0f;
@@ -35,6 +36,8 @@ Action register_transcribe(CLI::App& app) {
   cmd->add_flag("--translation-only", a->translation_only, "With --translate-to: print only the translation");
   cmd->add_option("--prompt", a->prompt, "Instruction to use instead of Google's ASR / AST prompt");
   cmd->add_option("-t,--threads", a->threads, "Worker threads (0: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--numerics", a->numerics, kNumericsHelp)
+      ->check(CLI::IsMember({"exact", "ggml"}));
   cmd->add_option("-n,--max-new-tokens", a->max_new_tokens, "Most tokens per 30 s clip")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 16));
   cmd->add_option("--max-audio-seconds", a->max_audio_seconds, "Longest recording accepted")
@@ -50,6 +53,7 @@ Action register_transcribe(CLI::App& app) {
     if (a->translation_only && a->target.empty()) fail("--translation-only needs --translate-to LANGUAGE");
     LoadOptions lo;
     lo.threads = a->threads;
+    lo.numerics = parse_numerics(a->numerics);
     lo.mmproj = a->mmproj;
     auto model = Model::load(a->model, lo);
     const Tokenizer& tok = model->require_tokenizer();

@@ -30,5 +30,8 @@ Action register_transcribe(CLI::App& app);
 
 // Shared option helpers.
 std::vector<int32_t> parse_ids(const std::string& text);
+inline constexpr const char* kNumericsHelp =
+    "Arithmetic: exact (g3n's own, the default) or ggml (llama.cpp's CPU arithmetic, to reproduce its numbers on "
+    "the same GGUF file)";
 
 }  // namespace g3n::tools

@@ -19,8 +19,24 @@ class ThreadPool;
 class Tokenizer;
 struct ModelConfig;
 
+// How the text decoder does its arithmetic.
+enum class Numerics {
+  // g3n's own: weights as stored times float32 activations (int8 activations with a float32 scale
+  // for decode of quantised weights), float32 KV cache; the closest to the reference model.
+  kExact,
+  // llama.cpp's CPU arithmetic, to give the numbers llama.cpp gives for the same GGUF file: activations
+  // quantised to each weight type's ggml format (Q8_0 / Q8_1 / Q8_K) in every product, the file's
+  // k-quants multiplied as stored, float16 keys, values, queries and attention probabilities, GELU from
+  // a float16 table, ggml's RoPE angles (see src/kernels/ggml_cpu.h). Gemma 3 text models.
+  kGgml,
+};
+
+// "exact" / "ggml" (throws g3n::Error for another name).
+Numerics parse_numerics(const std::string& name);
+
 struct LoadOptions {
   int threads = 0;  // 0: one per hardware thread
+  Numerics numerics = Numerics::kExact;
   // Called with (bytes done, bytes total) while tensors are validated / touched.
   std::function<void(uint64_t, uint64_t)> progress;
   // A llama.cpp multimodal projector GGUF ("mmproj") with Gemma 3n's vision (and audio) tower, for a

@@ -12,6 +12,11 @@ struct TensorView {
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
   const void* data = nullptr;
+  // A tensor read from a GGUF file keeps the file's own encoding (ggml type id and bytes), which differs
+  // from dtype / data when it was repacked at load (a k-quant as Q8_0); -1 when there is none. The
+  // llama.cpp-compatible arithmetic (Numerics::kGgml) multiplies that encoding.
+  int ggml_type = -1;
+  const void* ggml_data = nullptr;
 
   int64_t dim(size_t i) const { return shape.at(i); }
   int64_t numel() const {

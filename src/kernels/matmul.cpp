@@ -28,6 +28,7 @@
 
 #include "base/error.h"
 #include "kernels/elements.h"
+#include "kernels/ggml_cpu.h"
 #include "quant/quant.h"
 
 // Scalable vectors (SVE, RVV) cannot be kept in arrays, which the register tiles use; Arm CPUs
@@ -724,7 +725,8 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, Thr
   j.x_stride = options.x_stride ? options.x_stride : in;
   j.y = y;
   j.y_stride = options.y_stride ? options.y_stride : out;
-  j.int8_act = dtype_is_quantized(w.dtype) && options.quant_activations == QuantActivations::kInt8;
+  j.int8_act = dtype_is_quantized(w.dtype) && options.quant_activations != QuantActivations::kFloat;
+  const bool ggml_act = options.quant_activations == QuantActivations::kGgml;
   if (j.int8_act) {
     // Per-thread scratch, grown to the largest call and kept: no allocation once warm.
     thread_local ActivationScratch scratch;
@@ -732,9 +734,14 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, Thr
     grow(scratch.q, n_tokens * in);
     grow(scratch.d, n_tokens * nb);
     grow(scratch.sums, n_tokens * nb);
-    for (int64_t t = 0; t < n_tokens; ++t)
-      HWY_DYNAMIC_DISPATCH(QuantizeActivations)(x + t * j.x_stride, in, scratch.q.data() + t * in,
-                                                scratch.d.data() + t * nb, scratch.sums.data() + t * nb);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      if (ggml_act)
+        ggml_cpu::quantize_q8_0(x + t * j.x_stride, in, scratch.q.data() + t * in, scratch.d.data() + t * nb,
+                                scratch.sums.data() + t * nb);
+      else
+        HWY_DYNAMIC_DISPATCH(QuantizeActivations)(x + t * j.x_stride, in, scratch.q.data() + t * in,
+                                                  scratch.d.data() + t * nb, scratch.sums.data() + t * nb);
+    }
     j.xq = scratch.q.data();
     j.xd = scratch.d.data();
     j.xsum = scratch.sums.data();

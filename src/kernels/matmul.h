@@ -26,6 +26,11 @@ enum class QuantActivations : uint8_t {
   // Each weight block is dequantised to float32 and multiplied with x by FMA: matmul_reference up
   // to float rounding, at some cost in speed.
   kFloat,
+  // As kInt8, but the activations are quantised exactly as llama.cpp's CPU backend quantises them
+  // (ggml_cpu::quantize_q8_0: q = round-half-even(x * 127 / amax), d rounded to float16): the product
+  // is then ggml's Q8_0 / Q4_0 (and Q5_0, repacked exactly to Q8_0) dot product, up to the order of
+  // float additions. For reproducing llama.cpp's numbers (Numerics::kGgml).
+  kGgml,
 };
 
 struct MatmulOptions {

@@ -57,6 +57,29 @@ TensorView as_engine_tensor(const GgufTensorInfo& t, GgufSource& src, const std:
   TensorView v;
   v.shape = t.shape();
   v.data = t.data;
+  v.ggml_type = int(t.type);
+  v.ggml_data = t.data;
+  const int64_t cols = t.dims.empty() ? 1 : t.dims[0];
+  const int64_t rows = t.numel() / std::max<int64_t>(1, cols);
+  if (t.type == ggml::Q5_0 && !float_only && t.dims.size() >= 2) {
+    // Q5_0 -> Q8_0 exactly: the same scale d, and q - 16 in [-16, 15] as the int8 value.
+    v.dtype = DType::Q8_0;
+    const int64_t blocks = rows * (cols / kQuantBlock);
+    uint8_t* dst = src.allocate(size_t(blocks) * kBlockBytesQ8_0);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* in = t.data + size_t(b) * 22;
+      uint8_t* out = dst + size_t(b) * kBlockBytesQ8_0;
+      std::memcpy(out, in, 2);  // d
+      uint32_t qh;
+      std::memcpy(&qh, in + 2, 4);
+      for (int j = 0; j < 16; ++j) {
+        out[2 + j] = uint8_t(int8_t((int(in[6 + j] & 15) | int((qh >> j) & 1) << 4) - 16));
+        out[2 + j + 16] = uint8_t(int8_t((int(in[6 + j] >> 4) | int((qh >> (j + 16)) & 1) << 4) - 16));
+      }
+    }
+    v.data = dst;
+    return v;
+  }
   switch (t.type) {
     case ggml::F32: v.dtype = DType::F32; return v;
     case ggml::F16: v.dtype = DType::F16; return v;
@@ -67,8 +90,6 @@ TensorView as_engine_tensor(const GgufTensorInfo& t, GgufSource& src, const std:
   }
   if (!ggml::can_dequantize(t.type))
     fail(file, ": tensor ", t.name, " has type ", ggml::type_name(t.type), ", which g3n cannot read");
-  const int64_t cols = t.dims.empty() ? 1 : t.dims[0];
-  const int64_t rows = t.numel() / std::max<int64_t>(1, cols);
   std::vector<float> row(static_cast<size_t>(cols));
   const size_t in_row = ggml::row_bytes(t.type, cols);
   if (!float_only && t.dims.size() >= 2 && cols % kQuantBlock == 0) {
@@ -102,6 +123,10 @@ std::vector<TensorView> unstack(const TensorView& t) {
     m.dtype = t.dtype;
     m.shape = {t.shape[1], t.shape[2]};
     m.data = static_cast<const uint8_t*>(t.data) + size_t(i) * matrix_bytes;
+    if (t.ggml_data == t.data) {  // not repacked: the file's encoding is this one
+      m.ggml_type = t.ggml_type;
+      m.ggml_data = m.data;
+    }
     out.push_back(m);
   }
   return out;

@@ -8,13 +8,13 @@
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/ggml_cpu.h"
 #include "kernels/matmul.h"
 #include "kernels/rows.h"
+#include "quant/ggml_types.h"
 
 namespace g3n {
 
-using kernels::linear;
-using kernels::rms_norm;
 
 namespace {
 
@@ -100,9 +100,9 @@ void TextDecoder::embed_multimodal(const EmbedderWeights& e, const MultimodalEmb
          ec.vocab_offset + ec.vocab_size, ")");
   std::vector<float> hard(size_t(ec.hidden_size));
   to_f32(e.embedding, row * ec.hidden_size, ec.hidden_size, hard.data());
-  rms_norm(hard.data(), e.hard_embedding_norm.data(), ec.hidden_size, ec.rms_norm_eps, hard.data());
-  linear(e.embedding_projection, hard.data(), 1, out, pool);
-  rms_norm(out, nullptr, config_.text.hidden_size, ec.rms_norm_eps, out);
+  norm(hard.data(), e.hard_embedding_norm.data(), ec.hidden_size, ec.rms_norm_eps, hard.data());
+  project(e.embedding_projection, hard.data(), 1, out, pool);
+  norm(out, nullptr, config_.text.hidden_size, ec.rms_norm_eps, out);
 }
 
 std::vector<const TensorView*> TextDecoder::unread_weights() const {
@@ -154,7 +154,7 @@ void TextDecoder::per_layer_inputs(const int32_t* ids, int64_t n, const Matforme
     TensorView proj = w_.per_layer_model_projection;  // rows [first * P, (last + 1) * P)
     proj.data = proj.row(int64_t(first) * P);
     proj.shape[0] = int64_t(last - first + 1) * P;
-    linear(proj, s.x0.data(), n, s.pli.data() + int64_t(first) * P, pool, 0, LP);
+    project(proj, s.x0.data(), n, s.pli.data() + int64_t(first) * P, pool, 0, LP);
   });
   const float proj_scale = 1.0f / std::sqrt(float(D));
   const float ple_scale = std::sqrt(float(P));
@@ -168,11 +168,57 @@ void TextDecoder::per_layer_inputs(const int32_t* ids, int64_t n, const Matforme
       if (slice_table) to_f32(w_.embed_tokens_per_layer, ple_id * LP + i0, i1 - i0, s.pl_gate.data() + i0);
       for (int64_t i = i0; i < i1; ++i) row[i] *= proj_scale;
       for (int l = first; l <= last; ++l)
-        rms_norm(row + l * P, w_.per_layer_projection_norm.data(), P, c.rms_norm_eps, row + l * P);
+        norm(row + l * P, w_.per_layer_projection_norm.data(), P, c.rms_norm_eps, row + l * P);
       for (int64_t i = i0; i < i1; ++i) row[i] = (row[i] + s.pl_gate[size_t(i)] * ple_scale) * input_scale;
     });
     if (release_ple_pages_) release_ple_pages(ple_id);
   }
+}
+
+void TextDecoder::project(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool& pool,
+                          const kernels::MatmulOptions& options) const {
+  if (numerics_ != Numerics::kGgml) return kernels::linear(w, x, n, y, pool, options);
+  namespace gc = kernels::ggml_cpu;
+  // The file's own encoding when g3n repacked it at load (k-quants, Q4_1, ...): ggml's product of it.
+  // (Q5_0 is repacked to Q8_0 exactly, and ggml multiplies both with Q8_0 activations.)
+  const bool repacked = w.ggml_data && w.ggml_data != w.data && w.ggml_type != ggml::Q5_0;
+  if (repacked && gc::has_dot(w.ggml_type) && (options.columns == 0 || options.columns == w.dim(1)))
+    return gc::matmul(w.ggml_type, w.ggml_data, w.dim(0), w.dim(1), x, n, y, pool, options.x_stride, options.y_stride);
+  kernels::MatmulOptions o = options;
+  if (dtype_is_quantized(w.dtype)) {
+    o.quant_activations = kernels::QuantActivations::kGgml;
+    return kernels::matmul(w, x, n, y, pool, o);
+  }
+  if (w.dtype == DType::F32) return kernels::matmul(w, x, n, y, pool, o);
+  // F16 / BF16 weights: ggml converts the activations to the weights' type first.
+  const int64_t in = o.columns ? o.columns : w.dim(1), xs = o.x_stride ? o.x_stride : in;
+  thread_local std::vector<float> xr;
+  grow(xr, n * in);
+  for (int64_t t = 0; t < n; ++t) {
+    std::copy(x + t * xs, x + t * xs + in, xr.data() + t * in);
+    if (w.dtype == DType::F16) gc::round_to_f16(xr.data() + t * in, in);
+    else gc::round_to_bf16(xr.data() + t * in, in);
+  }
+  o.x_stride = 0;
+  kernels::matmul(w, xr.data(), n, y, pool, o);
+}
+
+void TextDecoder::norm(const float* x, const float* w, int64_t n, float eps, float* out) const {
+  if (numerics_ == Numerics::kGgml) return kernels::ggml_cpu::rms_norm(x, w, n, eps, out);
+  kernels::rms_norm(x, w, n, eps, out);
+}
+
+void TextDecoder::gelu(float* x, int64_t n, ThreadPool& pool) const {
+  if (numerics_ == Numerics::kGgml) return kernels::ggml_cpu::gelu(x, n);
+  kernels::activate(x, n, kernels::RowActivation::kGeluTanh, pool);
+}
+
+void TextDecoder::rope(float* x, int n_heads, int64_t pos, bool sliding) const {
+  const TextConfig& c = config_.text;
+  if (numerics_ == Numerics::kGgml)
+    return kernels::ggml_cpu::rope_neox(x, n_heads, c.head_dim, pos, float(sliding ? c.rope_theta_sliding : c.rope_theta_full),
+                                        sliding ? 1.0f : 1.0f / c.rope_scaling_full);
+  kernels::rope_neox(x, n_heads, c.head_dim, pos, sliding ? inv_freq_sliding_.data() : inv_freq_full_.data());
 }
 
 // Drops every token but the last from the streams and the per-layer inputs ([.., n, ..] -> [.., 1, ..]).
@@ -192,7 +238,7 @@ void TextDecoder::router(const TextLayerWeights& w, const float* x, float* out) 
   const int64_t D = c.hidden_size;
   thread_local std::vector<float> xn;
   xn.resize(size_t(D));
-  rms_norm(x, w.altup_router_norm.data(), D, c.rms_norm_eps, xn.data());
+  norm(x, w.altup_router_norm.data(), D, c.rms_norm_eps, xn.data());
   const float input_scale = 1.0f / float(D);
   for (int64_t d = 0; d < D; ++d) xn[size_t(d)] *= input_scale;
   for (int k = 0; k < c.altup_num_inputs; ++k)
@@ -252,7 +298,7 @@ void TextDecoder::forward_rows(const int32_t* ids, int64_t n, RowPlacement rows,
   std::copy(s.x0.begin(), s.x0.begin() + n * D, s.streams.begin());
   for (int64_t k = 1; k < K; ++k) {
     float* sk = s.streams.data() + k * n * D;
-    linear(w_.altup_projections[size_t(k - 1)], s.x0.data(), n, sk, pool);
+    project(w_.altup_projections[size_t(k - 1)], s.x0.data(), n, sk, pool);
     for (int64_t t = 0; t < n; ++t) match_magnitude(sk + t * D, D, kernels::rms(s.x0.data() + t * D, D));
   }
 
@@ -313,16 +359,16 @@ void TextDecoder::layer(int l, int64_t n, const RowPlacement& rows, int64_t ffn_
   const float* active = s.pred.data();  // pred[0], the active stream
 
   // 3. Pre-attention norm.
-  for (int64_t t = 0; t < n; ++t) rms_norm(active + t * D, w.input_layernorm.data(), D, c.rms_norm_eps, s.xn.data() + t * D);
+  for (int64_t t = 0; t < n; ++t) norm(active + t * D, w.input_layernorm.data(), D, c.rms_norm_eps, s.xn.data() + t * D);
 
   // 4. LAuReL: xn + RMSNorm(W_right · W_left · xn).
   grow(s.laurel, n * c.laurel_rank);
   grow(s.lo, plane);
-  linear(w.laurel_left, s.xn.data(), n, s.laurel.data(), pool);
-  linear(w.laurel_right, s.laurel.data(), n, s.lo.data(), pool);
+  project(w.laurel_left, s.xn.data(), n, s.laurel.data(), pool);
+  project(w.laurel_right, s.laurel.data(), n, s.lo.data(), pool);
   for (int64_t t = 0; t < n; ++t) {
     float* lo = s.lo.data() + t * D;
-    rms_norm(lo, w.post_laurel_norm.data(), D, c.rms_norm_eps, lo);
+    norm(lo, w.post_laurel_norm.data(), D, c.rms_norm_eps, lo);
     for (int64_t d = 0; d < D; ++d) lo[d] += s.xn[size_t(t * D + d)];
   }
 
@@ -331,7 +377,7 @@ void TextDecoder::layer(int l, int64_t n, const RowPlacement& rows, int64_t ffn_
   const float inv_sqrt2 = float(std::sqrt(2.0));
   for (int64_t t = 0; t < n; ++t) {
     float* att = s.att.data() + t * D;
-    rms_norm(att, w.post_attention_layernorm.data(), D, c.rms_norm_eps, att);
+    norm(att, w.post_attention_layernorm.data(), D, c.rms_norm_eps, att);
     for (int64_t d = 0; d < D; ++d) s.h1[size_t(t * D + d)] = ((active[t * D + d] + att[d]) + s.lo[size_t(t * D + d)]) / inv_sqrt2;
   }
 
@@ -365,18 +411,18 @@ void TextDecoder::layer(int l, int64_t n, const RowPlacement& rows, int64_t ffn_
     float* g = s.hn.data() + t * D;
     for (int64_t d = 0; d < D; ++d) g[d] = c.altup_correct_scale ? c0[d] * w.altup_correct_output_scale[size_t(d)] : c0[d];
   }
-  linear(w.per_layer_input_gate, s.hn.data(), n, s.pl_gate.data(), pool);
+  project(w.per_layer_input_gate, s.hn.data(), n, s.pl_gate.data(), pool);
   const int64_t LP = int64_t(c.num_hidden_layers) * P;
-  kernels::activate(s.pl_gate.data(), n * P, kernels::RowActivation::kGeluTanh, pool);
+  gelu(s.pl_gate.data(), n * P, pool);
   for (int64_t t = 0; t < n; ++t) {
     float* g = s.pl_gate.data() + t * P;
     const float* pli = s.pli.data() + t * LP + int64_t(l) * P;
     for (int64_t p = 0; p < P; ++p) g[p] *= pli[p];
   }
-  linear(w.per_layer_projection, s.pl_gate.data(), n, s.pl_out.data(), pool);
+  project(w.per_layer_projection, s.pl_gate.data(), n, s.pl_out.data(), pool);
   for (int64_t t = 0; t < n; ++t) {
     float* p = s.pl_out.data() + t * D;
-    rms_norm(p, w.post_per_layer_input_norm.data(), D, c.rms_norm_eps, p);
+    norm(p, w.post_per_layer_input_norm.data(), D, c.rms_norm_eps, p);
     // 17. Streams 1.. receive it; stream 0 does not.
     for (int64_t k = 1; k < K; ++k) {
       float* ck = s.corr.data() + k * plane + t * D;
@@ -397,11 +443,11 @@ void TextDecoder::layer_gemma3(int l, int64_t n, const RowPlacement& rows, Decod
   grow(s.h1, n * D);
   grow(s.act, n * D);
   float* x = s.streams.data();
-  for (int64_t t = 0; t < n; ++t) rms_norm(x + t * D, w.input_layernorm.data(), D, c.rms_norm_eps, s.xn.data() + t * D);
+  for (int64_t t = 0; t < n; ++t) norm(x + t * D, w.input_layernorm.data(), D, c.rms_norm_eps, s.xn.data() + t * D);
   attention(l, n, rows, s, pool);
   for (int64_t t = 0; t < n; ++t) {
     float* att = s.att.data() + t * D;
-    rms_norm(att, w.post_attention_layernorm.data(), D, c.rms_norm_eps, att);
+    norm(att, w.post_attention_layernorm.data(), D, c.rms_norm_eps, att);
     for (int64_t d = 0; d < D; ++d) s.h1[size_t(t * D + d)] = x[t * D + d] + att[d];
   }
   feed_forward(l, n, 0, s, pool, false);
@@ -417,36 +463,46 @@ void TextDecoder::attention(int l, int64_t n, const RowPlacement& rows, DecoderS
   const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, Dh = c.head_dim;
   const int64_t q_dim = int64_t(H) * Dh, kv_dim = int64_t(Hkv) * Dh, D = c.hidden_size;
   const bool sliding = c.is_sliding(l);
-  const float* inv_freq = sliding ? inv_freq_sliding_.data() : inv_freq_full_.data();
+  const bool ggml = numerics_ == Numerics::kGgml;
 
   grow(s.q, n * q_dim);
   grow(s.attn, n * q_dim);
   grow(s.att, n * D);
-  linear(w.q_proj, s.xn.data(), n, s.q.data(), pool);
+  project(w.q_proj, s.xn.data(), n, s.q.data(), pool);
   for (int64_t t = 0; t < n; ++t) {
     float* q = s.q.data() + t * q_dim;
-    for (int h = 0; h < H; ++h) rms_norm(q + h * Dh, w.q_norm.data(), Dh, c.rms_norm_eps, q + h * Dh);
-    kernels::rope_neox(q, H, Dh, rows.pos(t), inv_freq);
+    for (int h = 0; h < H; ++h) norm(q + h * Dh, w.q_norm.data(), Dh, c.rms_norm_eps, q + h * Dh);
+    rope(q, H, rows.pos(t), sliding);
   }
 
   if (c.owns_kv(l)) {
     grow(s.k, n * kv_dim);
     grow(s.v, n * kv_dim);
-    linear(w.k_proj, s.xn.data(), n, s.k.data(), pool);
-    linear(w.v_proj, s.xn.data(), n, s.v.data(), pool);
+    project(w.k_proj, s.xn.data(), n, s.k.data(), pool);
+    project(w.v_proj, s.xn.data(), n, s.v.data(), pool);
     for (int64_t t = 0; t < n; ++t) {
       float* k = s.k.data() + t * kv_dim;
       float* v = s.v.data() + t * kv_dim;
       for (int h = 0; h < Hkv; ++h) {
-        rms_norm(k + h * Dh, w.k_norm.data(), Dh, c.rms_norm_eps, k + h * Dh);
-        if (c.v_norm) rms_norm(v + h * Dh, nullptr, Dh, c.rms_norm_eps, v + h * Dh);  // v_norm has no weight
+        norm(k + h * Dh, w.k_norm.data(), Dh, c.rms_norm_eps, k + h * Dh);
+        if (c.v_norm) norm(v + h * Dh, nullptr, Dh, c.rms_norm_eps, v + h * Dh);  // v_norm has no weight
       }
-      kernels::rope_neox(k, Hkv, Dh, rows.pos(t), inv_freq);  // values are never rotated
+      rope(k, Hkv, rows.pos(t), sliding);  // values are never rotated
+      if (ggml) {  // llama.cpp's cache holds float16 keys and values
+        kernels::ggml_cpu::round_to_f16(k, kv_dim);
+        kernels::ggml_cpu::round_to_f16(v, kv_dim);
+      }
       std::copy(k, k + kv_dim, rows.cache_of(t).key(l, rows.pos(t)));
       std::copy(v, v + kv_dim, rows.cache_of(t).value(l, rows.pos(t)));
     }
   }
 
+  float query_scale = c.query_scale;
+  if (ggml) {
+    // llama.cpp scales the query, then its Q K^T product rounds it to float16 (the keys' type).
+    for (int64_t i = 0; i < n * q_dim; ++i) s.q[size_t(i)] = kernels::ggml_cpu::round_f16(s.q[size_t(i)] * query_scale);
+    query_scale = 1.0f;
+  }
   const int src = c.kv_source_layer[size_t(l)];
   const kernels::KvView shared_kv = rows.batch() ? kernels::KvView{} : rows.cache->view(src);
   const int64_t window = c.sliding_window;
@@ -458,11 +514,11 @@ void TextDecoder::attention(int l, int64_t n, const RowPlacement& rows, DecoderS
       const int64_t first = sliding ? std::max<int64_t>(0, pos - window + 1) : 0;  // token + (window - 1) before it
       const int64_t need = kernels::attend_scratch(pos - first + 1);
       if (int64_t(scores.size()) < need) scores.resize(size_t(need));
-      kernels::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, c.query_scale, s.attn.data() + t * q_dim,
-                      scores.data());
+      kernels::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, query_scale, s.attn.data() + t * q_dim,
+                      scores.data(), /*f16_probabilities=*/ggml);
     }
   });
-  linear(w.o_proj, s.attn.data(), n, s.att.data(), pool);
+  project(w.o_proj, s.attn.data(), n, s.att.data(), pool);
 }
 
 // Rows up to which the sparse layers' down projection sums each row's surviving activations (~5% of the
@@ -483,12 +539,12 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
   grow(s.ffn, n * D);
   grow(s.hn, n * D);
   for (int64_t t = 0; t < n; ++t)
-    rms_norm(s.h1.data() + t * D, w.pre_feedforward_layernorm.data(), D, c.rms_norm_eps, s.hn.data() + t * D);
+    norm(s.h1.data() + t * D, w.pre_feedforward_layernorm.data(), D, c.rms_norm_eps, s.hn.data() + t * D);
   TensorView gate = w.gate_proj, up = w.up_proj;  // prefixes: the first Fp rows
   gate.shape[0] = Fp;
   up.shape[0] = Fp;
-  linear(gate, s.hn.data(), n, s.gate.data(), pool, 0, F);
-  linear(up, s.hn.data(), n, s.up.data(), pool, 0, F);
+  project(gate, s.hn.data(), n, s.gate.data(), pool, 0, F);
+  project(up, s.hn.data(), n, s.up.data(), pool, 0, F);
   const float std_mul = sparsity_std_multiplier_[size_t(l)];
   if (c.activation_sparsity[size_t(l)] > 0) {
     for (int64_t t = 0; t < n; ++t) {
@@ -506,9 +562,9 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
   }
   // gelu(gate) * up: SIMD GELU over all rows at once when they are dense.
   if (Fp == F) {
-    kernels::activate(s.gate.data(), n * F, kernels::RowActivation::kGeluTanh, pool);
+    gelu(s.gate.data(), n * F, pool);
   } else {
-    for (int64_t t = 0; t < n; ++t) kernels::activate(s.gate.data() + t * F, Fp, kernels::RowActivation::kGeluTanh, pool);
+    for (int64_t t = 0; t < n; ++t) gelu(s.gate.data() + t * F, Fp, pool);
   }
   for (int64_t t = 0; t < n; ++t) {
     float* g = s.gate.data() + t * F;
@@ -524,7 +580,8 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
     for (int64_t t = 0; t < n; ++t) std::fill(s.gate.data() + t * F + Fp, s.gate.data() + t * F + down_cols, 0.0f);
   }
   const quant::OwnedTensor& down_t = down_t_[size_t(l)];
-  if (sparse && n <= kSparseRows && !down_t.bytes.empty()) {
+  const bool shortcuts = numerics_ != Numerics::kGgml;  // llama.cpp reads all of W_down
+  if (shortcuts && sparse && n <= kSparseRows && !down_t.bytes.empty()) {
     // Decode (one token, or one step of a few sequences decoded together): only the activations that
     // survived the Gaussian top-k (gelu(0) = 0) reach W_down; for each row, sum those rows of the
     // transposed copy (all below Fp) instead of reading all of W_down.
@@ -537,7 +594,7 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
       kernels::matmul_transposed_rows(down_t.view(), s.nonzero.data(), s.nonzero_values.data(), nnz,
                                       s.ffn.data() + t * D, pool);
     }
-  } else if (!down_t.bytes.empty() && kernels::gemm_preferred(down_t.view(), n)) {
+  } else if (shortcuts && !down_t.bytes.empty() && kernels::gemm_preferred(down_t.view(), n)) {
     // Prefill of a sparse layer: the transposed copy's first Fp rows as [K, N] weights, so that W_down
     // itself is never read (its pages are released after load: see unread_weights).
     TensorView wt = down_t.view();
@@ -551,11 +608,11 @@ void TextDecoder::feed_forward(int l, int64_t n, int64_t width, DecoderScratch& 
     kernels::MatmulOptions o;
     o.x_stride = F;
     o.columns = down_cols;
-    linear(w.down_proj, s.gate.data(), n, s.ffn.data(), pool, o);
+    project(w.down_proj, s.gate.data(), n, s.ffn.data(), pool, o);
   }
   for (int64_t t = 0; t < n; ++t) {
     float* f = s.ffn.data() + t * D;
-    rms_norm(f, w.post_feedforward_layernorm.data(), D, c.rms_norm_eps, f);
+    norm(f, w.post_feedforward_layernorm.data(), D, c.rms_norm_eps, f);
     for (int64_t d = 0; d < D; ++d) s.act[size_t(t * D + d)] = s.h1[size_t(t * D + d)] + f[d];
   }
 }
@@ -580,7 +637,7 @@ void TextDecoder::logits(const float* streams, int64_t n_tokens, int64_t first_r
       const float* sk = streams + k * plane + (first_row + r) * D;
       std::copy(sk, sk + D, y + r * D);
     }
-    linear(w_.altup_unembed_projections[size_t(k - 1)], y, n_rows, proj_all, pool);
+    project(w_.altup_unembed_projections[size_t(k - 1)], y, n_rows, proj_all, pool);
     for (int64_t r = 0; r < n_rows; ++r) {
       float* pr = proj_all + r * D;
       match_magnitude(pr, D, kernels::rms(streams + (first_row + r) * D, D));
@@ -590,9 +647,9 @@ void TextDecoder::logits(const float* streams, int64_t n_tokens, int64_t first_r
   for (int64_t r = 0; r < n_rows; ++r) {
     float* hr = h + r * D;
     for (int64_t d = 0; d < D; ++d) hr[d] /= float(K);
-    rms_norm(hr, w_.norm.data(), D, c.rms_norm_eps, hr);
+    norm(hr, w_.norm.data(), D, c.rms_norm_eps, hr);
   }
-  linear(w_.embed_tokens, h, n_rows, out, pool);
+  project(w_.embed_tokens, h, n_rows, out, pool);
   if (c.final_logit_softcapping > 0) kernels::softcap(out, n_rows * c.vocab_size, c.final_logit_softcapping);
 }
 

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "g3n/engine.h"
+#include "kernels/matmul.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/matformer.h"
@@ -64,6 +66,10 @@ class TextDecoder {
   // many distinct tokens pass. (The kernel maps more than the pages read on a fault: 64 KiB of fault-around
   // or a whole large folio, ~0.7 MB per token measured; MADV_RANDOM does not stop that.)
   void set_release_ple_pages(bool on) { release_ple_pages_ = on; }
+  // Numerics::kGgml: llama.cpp's arithmetic (kernels/ggml_cpu.h) in every product, the attention, GELU
+  // and RoPE. Not while a forward pass runs.
+  void set_numerics(Numerics n) { numerics_ = n; }
+  Numerics numerics() const { return numerics_; }
   // Weights that neither decode nor prefill reads with the default shortcuts: W_down of the sparse layers,
   // whose transposed copies serve both (decode: the surviving rows; prefill: gemm on [F, D]); only the
   // plain path and steps of 17 to 31 rows read them. read_weights: the other core tensors.
@@ -98,6 +104,16 @@ class TextDecoder {
   void attention(int l, int64_t n, const RowPlacement& rows, DecoderScratch& s, ThreadPool& pool) const;
   void feed_forward(int l, int64_t n, int64_t width, DecoderScratch& s, ThreadPool& pool, bool sparse) const;
   void keep_last_row(DecoderScratch& s, int64_t n) const;
+  // y = W x for n rows: kernels::linear, or with Numerics::kGgml the product llama.cpp computes.
+  void project(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool& pool,
+               const kernels::MatmulOptions& options = {}) const;
+  void project(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool& pool, int64_t x_stride,
+               int64_t y_stride) const {
+    project(w, x, n, y, pool, kernels::strided(x_stride, y_stride));
+  }
+  void gelu(float* x, int64_t n, ThreadPool& pool) const;
+  void norm(const float* x, const float* w, int64_t n, float eps, float* out) const;
+  void rope(float* x, int n_heads, int64_t pos, bool sliding) const;
   void router(const TextLayerWeights& w, const float* x, float* out) const;
   void logits(const float* streams, int64_t n_tokens, int64_t first_row, int64_t n_rows, DecoderScratch& s,
               ThreadPool& pool, float* out) const;
@@ -107,6 +123,7 @@ class TextDecoder {
   std::vector<float> inv_freq_full_, inv_freq_sliding_;
   std::vector<float> sparsity_std_multiplier_;  // per layer, 0 when dense
   bool release_ple_pages_ = false;
+  Numerics numerics_ = Numerics::kExact;
   void release_ple_pages(int64_t ple_id) const;
   MatformerProfile full_;                        // every layer at full width
   std::vector<quant::OwnedTensor> down_t_;       // per layer: W_down transposed [F, D] for sparse layers, else empty

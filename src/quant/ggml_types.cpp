@@ -27,17 +27,6 @@ static_assert(std::endian::native == std::endian::little, "GGML blocks are littl
 
 namespace {
 
-uint16_t load_u16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-float load_f16(const uint8_t* p) { return f16_to_f32(load_u16(p)); }
 float load_f32(const uint8_t* p) {
   float v;
   std::memcpy(&v, p, 4);
@@ -48,8 +37,6 @@ void store_f16(uint8_t* p, float f) {
   std::memcpy(p, &h, 2);
 }
 
-// The non-uniform 4-bit code book of IQ4_NL / IQ4_XS.
-constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 // ---- 32-element block types
 

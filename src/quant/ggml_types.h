@@ -41,7 +41,10 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
+
+#include "base/dtype.h"
 
 namespace g3n::ggml {
 
@@ -151,6 +154,22 @@ inline std::string type_name(int64_t type) {
   const TypeInfo* t = type_info(type);
   return t ? std::string(t->name) : "unknown type " + std::to_string(type);
 }
+
+// Little-endian reads of block fields at any alignment.
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline float load_f16(const uint8_t* p) { return f16_to_f32(load_u16(p)); }
+
+// The non-uniform 4-bit code book of IQ4_NL / IQ4_XS.
+inline constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 // True for the types dequantize_row converts: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K
 // Q4_K Q5_K Q6_K Q8_K IQ4_NL IQ4_XS.

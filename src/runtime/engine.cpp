@@ -106,6 +106,12 @@ bool is_gguf_file(const std::string& path) {
 
 }  // namespace
 
+Numerics parse_numerics(const std::string& name) {
+  if (name == "exact") return Numerics::kExact;
+  if (name == "ggml") return Numerics::kGgml;
+  fail("unknown numerics '", name, "': use 'exact' (g3n's own arithmetic) or 'ggml' (llama.cpp's)");
+}
+
 std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -159,6 +165,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
                                                origin);
   TextWeights weights = load_text_weights(config, *source);
   impl.decoder = std::make_unique<TextDecoder>(std::move(config), std::move(weights));
+  impl.decoder->set_numerics(options.numerics);
   impl.pool = std::make_unique<ThreadPool>(options.threads);
   const TensorView& ple = impl.decoder->weights().embed_tokens_per_layer;
   advise_random(ple);

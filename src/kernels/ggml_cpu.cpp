@@ -1,0 +1,510 @@
+// ggml's CPU arithmetic (see ggml_cpu.h). The block layouts are documented in quant/ggml_types.h.
+//
+// Products: each weight row is unpacked once into small integers with integer sub-block scales (and
+// mins), then dotted in integers with every token's quantised activations; only the per-block scales
+// are float, combined as ggml's generic C combines them.
+#include "kernels/ggml_cpu.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "base/error.h"
+#include "quant/ggml_types.h"
+
+namespace g3n::kernels::ggml_cpu {
+
+namespace {
+
+using ggml::kIq4nlValues;
+using ggml::load_f16;
+using ggml::load_u16;
+using ggml::load_u32;
+
+// ggml's nearest_int / _mm256_round_ps: round half to even (the default rounding mode).
+int round_even(float x) { return int(std::nearbyint(x)); }
+
+// What a weight type's activations are quantised to.
+enum class Family { kNone, kQ8_0, kQ8_1, kQ8_K };
+
+Family family(int type) {
+  switch (type) {
+    case ggml::Q4_0:
+    case ggml::Q5_0:
+    case ggml::Q8_0:
+    case ggml::IQ4_NL: return Family::kQ8_0;
+    case ggml::Q4_1:
+    case ggml::Q5_1: return Family::kQ8_1;
+    case ggml::Q2_K:
+    case ggml::Q3_K:
+    case ggml::Q4_K:
+    case ggml::Q5_K:
+    case ggml::Q6_K:
+    case ggml::IQ4_XS: return Family::kQ8_K;
+    default: return Family::kNone;
+  }
+}
+
+// Elements per sub-block that shares one integer scale (Q8_K family), or the block (others).
+int sub_len(int type) {
+  switch (type) {
+    case ggml::Q2_K:
+    case ggml::Q3_K:
+    case ggml::Q6_K: return 16;
+    default: return 32;
+  }
+}
+
+// One weight row as integers: q [in]; per sub-block an integer scale and min; per block d and dmin
+// (Q4_1 / Q5_1: d and m).
+struct UnpackedRow {
+  std::vector<int8_t> q;
+  std::vector<int32_t> scale, min;
+  std::vector<float> d, dmin;
+};
+
+void k_scale_min(const uint8_t* s, int i, int* sc, int* mn) {
+  if (i < 4) {
+    *sc = s[i] & 63;
+    *mn = s[i + 4] & 63;
+  } else {
+    *sc = (s[i + 4] & 15) | ((s[i - 4] >> 6) << 4);
+    *mn = (s[i + 4] >> 4) | ((s[i] >> 6) << 4);
+  }
+}
+
+// Unpacks block b (of the type's block size) into q, scale + sub, min + sub, d[b], dmin[b].
+void unpack_block(int type, const uint8_t* blk, int8_t* q, int32_t* scale, int32_t* min, float* d, float* dmin) {
+  switch (type) {
+    case ggml::Q4_0:
+      *d = load_f16(blk);
+      for (int j = 0; j < 16; ++j) {
+        q[j] = int8_t((blk[2 + j] & 15) - 8);
+        q[j + 16] = int8_t((blk[2 + j] >> 4) - 8);
+      }
+      break;
+    case ggml::Q4_1:
+      *d = load_f16(blk);
+      *dmin = load_f16(blk + 2);
+      for (int j = 0; j < 16; ++j) {
+        q[j] = int8_t(blk[4 + j] & 15);
+        q[j + 16] = int8_t(blk[4 + j] >> 4);
+      }
+      break;
+    case ggml::Q5_0: {
+      *d = load_f16(blk);
+      const uint32_t qh = load_u32(blk + 2);
+      for (int j = 0; j < 16; ++j) {
+        q[j] = int8_t((int(blk[6 + j] & 15) | int((qh >> j) & 1) << 4) - 16);
+        q[j + 16] = int8_t((int(blk[6 + j] >> 4) | int((qh >> (j + 16)) & 1) << 4) - 16);
+      }
+      break;
+    }
+    case ggml::Q5_1: {
+      *d = load_f16(blk);
+      *dmin = load_f16(blk + 2);
+      const uint32_t qh = load_u32(blk + 4);
+      for (int j = 0; j < 16; ++j) {
+        q[j] = int8_t(int(blk[8 + j] & 15) | int((qh >> j) & 1) << 4);
+        q[j + 16] = int8_t(int(blk[8 + j] >> 4) | int((qh >> (j + 16)) & 1) << 4);
+      }
+      break;
+    }
+    case ggml::Q8_0:
+      *d = load_f16(blk);
+      std::memcpy(q, blk + 2, 32);
+      break;
+    case ggml::IQ4_NL:
+      *d = load_f16(blk);
+      for (int j = 0; j < 16; ++j) {
+        q[j] = kIq4nlValues[blk[2 + j] & 15];
+        q[j + 16] = kIq4nlValues[blk[2 + j] >> 4];
+      }
+      break;
+    case ggml::Q2_K: {
+      const uint8_t* sc = blk;
+      const uint8_t* qs = blk + 16;
+      *d = load_f16(blk + 80);
+      *dmin = load_f16(blk + 82);
+      for (int s = 0; s < 16; ++s) {
+        scale[s] = sc[s] & 15;
+        min[s] = sc[s] >> 4;
+      }
+      for (int e = 0; e < 256; ++e) {
+        const int n = e / 128, j = (e % 128) / 32, l = e % 32;
+        q[e] = int8_t((qs[32 * n + l] >> (2 * j)) & 3);
+      }
+      break;
+    }
+    case ggml::Q3_K: {
+      const uint8_t* hmask = blk;
+      const uint8_t* qs = blk + 32;
+      const uint8_t* sc = blk + 96;
+      *d = load_f16(blk + 108);
+      *dmin = 0;
+      for (int s = 0; s < 16; ++s) {
+        const int low = (sc[s % 8] >> (4 * (s / 8))) & 15;
+        const int high = (sc[8 + s % 4] >> (2 * (s / 4))) & 3;
+        scale[s] = (low | (high << 4)) - 32;
+        min[s] = 0;
+      }
+      for (int e = 0; e < 256; ++e) {
+        const int n = e / 128, j = (e % 128) / 32, l = e % 32;
+        const int low = (qs[32 * n + l] >> (2 * j)) & 3;
+        const int hbit = (hmask[l] >> (e / 32)) & 1;
+        q[e] = int8_t(low - (hbit ? 0 : 4));
+      }
+      break;
+    }
+    case ggml::Q4_K:
+    case ggml::Q5_K: {
+      const bool five = type == ggml::Q5_K;
+      *d = load_f16(blk);
+      *dmin = load_f16(blk + 2);
+      const uint8_t* scales = blk + 4;
+      const uint8_t* qh = blk + 16;
+      const uint8_t* qs = blk + (five ? 48 : 16);
+      for (int s = 0; s < 8; ++s) {
+        int sc, mn;
+        k_scale_min(scales, s, &sc, &mn);
+        scale[s] = sc;
+        min[s] = mn;
+        const uint8_t* qq = qs + 32 * (s / 2);
+        const int shift = 4 * (s % 2);
+        for (int l = 0; l < 32; ++l) {
+          int v = (qq[l] >> shift) & 15;
+          if (five) v |= ((qh[l] >> s) & 1) << 4;
+          q[32 * s + l] = int8_t(v);
+        }
+      }
+      break;
+    }
+    case ggml::Q6_K: {
+      const uint8_t* ql = blk;
+      const uint8_t* qh = blk + 128;
+      const auto* sc = reinterpret_cast<const int8_t*>(blk + 192);
+      *d = load_f16(blk + 208);
+      *dmin = 0;
+      for (int s = 0; s < 16; ++s) {
+        scale[s] = sc[s];
+        min[s] = 0;
+      }
+      for (int e = 0; e < 256; ++e) {
+        const int n = e / 128, k = (e % 128) / 32, l = e % 32;
+        const int low = (ql[64 * n + 32 * (k % 2) + l] >> (4 * (k / 2))) & 15;
+        const int high = (qh[32 * n + l] >> (2 * k)) & 3;
+        q[e] = int8_t((low | (high << 4)) - 32);
+      }
+      break;
+    }
+    case ggml::IQ4_XS: {
+      *d = load_f16(blk);
+      *dmin = 0;
+      const uint16_t scales_h = load_u16(blk + 2);
+      const uint8_t* scales_l = blk + 4;
+      const uint8_t* qs = blk + 8;
+      for (int s = 0; s < 8; ++s) {
+        const int ls = ((scales_l[s / 2] >> (4 * (s % 2))) & 15) | (((scales_h >> (2 * s)) & 3) << 4);
+        scale[s] = ls - 32;
+        min[s] = 0;
+        for (int j = 0; j < 16; ++j) {
+          q[32 * s + j] = kIq4nlValues[qs[16 * s + j] & 15];
+          q[32 * s + j + 16] = kIq4nlValues[qs[16 * s + j] >> 4];
+        }
+      }
+      break;
+    }
+    default: fail("ggml numerics: no dot product for ", ggml::type_name(type));
+  }
+}
+
+void unpack_row(int type, const uint8_t* row, int64_t in, UnpackedRow& u) {
+  const ggml::TypeInfo* info = ggml::type_info(type);
+  const int64_t bs = info->block_size, nb = in / bs;
+  const int64_t subs = bs / sub_len(type);
+  u.q.resize(size_t(in));
+  u.scale.resize(size_t(nb * subs));
+  u.min.resize(size_t(nb * subs));
+  u.d.resize(size_t(nb));
+  u.dmin.resize(size_t(nb));
+  for (int64_t b = 0; b < nb; ++b)
+    unpack_block(type, row + size_t(b) * size_t(info->type_size), u.q.data() + b * bs, u.scale.data() + b * subs,
+                 u.min.data() + b * subs, &u.d[size_t(b)], &u.dmin[size_t(b)]);
+}
+
+inline int32_t idot(const int8_t* a, const int8_t* b, int n) {
+  int32_t s = 0;
+  for (int i = 0; i < n; ++i) s += int32_t(a[i]) * int32_t(b[i]);
+  return s;
+}
+
+float dot_q8_0(const UnpackedRow& w, const BlockQ8_0* x, int64_t nb) {
+  float sumf = 0;
+  for (int64_t b = 0; b < nb; ++b)
+    sumf += float(idot(w.q.data() + b * 32, x[b].qs, 32)) * (w.d[size_t(b)] * x[b].d);
+  return sumf;
+}
+
+float dot_q8_1(const UnpackedRow& w, const BlockQ8_1* x, int64_t nb) {
+  float sumf = 0;
+  for (int64_t b = 0; b < nb; ++b)
+    sumf += (w.d[size_t(b)] * x[b].d) * float(idot(w.q.data() + b * 32, x[b].qs, 32)) + w.dmin[size_t(b)] * x[b].s;
+  return sumf;
+}
+
+float dot_q8_K(const UnpackedRow& w, const BlockQ8K* x, int64_t nb, int L) {
+  const int subs = 256 / L;
+  float sumf = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* q = w.q.data() + b * 256;
+    const int32_t* sc = w.scale.data() + b * subs;
+    const int32_t* mn = w.min.data() + b * subs;
+    int32_t isum = 0, msum = 0;
+    for (int s = 0; s < subs; ++s) {
+      isum += sc[s] * idot(q + s * L, x[b].qs + s * L, L);
+      const int32_t bsum = L == 16 ? x[b].bsums[s] : x[b].bsums[2 * s] + x[b].bsums[2 * s + 1];
+      msum += mn[s] * bsum;
+    }
+    const float d = w.d[size_t(b)] * x[b].d, dmin = w.dmin[size_t(b)] * x[b].d;
+    sumf += d * float(isum) - dmin * float(msum);
+  }
+  return sumf;
+}
+
+void check_type(int type, int64_t in, const char* what) {
+  G3N_CHECK(family(type) != Family::kNone, what, ": ggml numerics have no dot product for ", ggml::type_name(type));
+  const int64_t bs = ggml::type_info(type)->block_size;
+  G3N_CHECK(in > 0 && in % bs == 0, what, ": rows of ", in, " values are not whole ", ggml::type_name(type), " blocks of ",
+            bs);
+}
+
+template <class T>
+void grow(std::vector<T>& v, int64_t n) {
+  if (int64_t(v.size()) < n) v.resize(size_t(n));
+}
+
+// ggml_gelu_f32 rounded to float16, for every float16 input.
+const std::array<float, 65536>& gelu_table() {
+  static const std::array<float, 65536> table = [] {
+    std::array<float, 65536> t{};
+    constexpr float kCoefA = 0.044715f;
+    constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const float x = f16_to_f32(uint16_t(h));
+      t[h] = round_f16(0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoefA * x * x))));
+    }
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
+void round_to_f16(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = round_f16(x[i]);
+}
+
+void round_to_bf16(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
+}
+
+void quantize_q8_0(const float* x, int64_t n, int8_t* q, float* d, int32_t* sums) {
+  G3N_CHECK(n % 32 == 0, "quantize_q8_0: ", n, " values are not whole blocks of 32");
+  for (int64_t b = 0; b < n / 32; ++b, x += 32, q += 32) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int32_t s = 0;
+    for (int j = 0; j < 32; ++j) {
+      q[j] = int8_t(round_even(x[j] * id));
+      s += q[j];
+    }
+    d[b] = round_f16(amax / 127.0f);
+    if (sums) sums[b] = s;
+  }
+}
+
+void quantize_q8_0(const float* x, int64_t n, BlockQ8_0* y) {
+  G3N_CHECK(n % 32 == 0, "quantize_q8_0: ", n, " values are not whole blocks of 32");
+  for (int64_t b = 0; b < n / 32; ++b) quantize_q8_0(x + 32 * b, 32, y[b].qs, &y[b].d, nullptr);
+}
+
+void quantize_q8_1(const float* x, int64_t n, BlockQ8_1* y) {
+  G3N_CHECK(n % 32 == 0, "quantize_q8_1: ", n, " values are not whole blocks of 32");
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + 32 * b;
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float d = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int32_t s = 0;
+    for (int j = 0; j < 32; ++j) {
+      y[b].qs[j] = int8_t(round_even(xb[j] * id));
+      s += y[b].qs[j];
+    }
+    y[b].d = round_f16(d);
+    y[b].s = round_f16(d * float(s));
+  }
+}
+
+void quantize_q8_K(const float* x, int64_t n, BlockQ8K* y) {
+  G3N_CHECK(n % 256 == 0, "quantize_q8_K: ", n, " values are not whole blocks of 256");
+  for (int64_t b = 0; b < n / 256; ++b, x += 256) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 256; ++j) {
+      const float ax = std::fabs(x[j]);
+      if (ax > amax) {
+        amax = ax;
+        max = x[j];
+      }
+    }
+    BlockQ8K& o = y[b];
+    if (amax == 0.0f) {
+      o.d = 0;
+      std::memset(o.qs, 0, sizeof o.qs);
+      std::memset(o.bsums, 0, sizeof o.bsums);
+      continue;
+    }
+    const float iscale = -127.0f / max;
+    for (int j = 0; j < 256; ++j) o.qs[j] = int8_t(std::min(127, round_even(iscale * x[j])));
+    for (int j = 0; j < 16; ++j) {
+      int s = 0;
+      for (int i = 0; i < 16; ++i) s += o.qs[16 * j + i];
+      o.bsums[j] = int16_t(s);
+    }
+    o.d = 1.0f / iscale;
+  }
+}
+
+bool has_dot(int ggml_type) { return family(ggml_type) != Family::kNone; }
+
+void matmul(int type, const void* w, int64_t out, int64_t in, const float* x, int64_t n_tokens, float* y,
+            ThreadPool& pool, int64_t x_stride, int64_t y_stride) {
+  check_type(type, in, "ggml matmul");
+  if (out <= 0 || n_tokens <= 0) return;
+  const int64_t xs = x_stride ? x_stride : in, ys = y_stride ? y_stride : out;
+  const Family fam = family(type);
+  // The activations of every token, quantised once (per-caller scratch, kept between calls).
+  thread_local std::vector<BlockQ8_0> a0;
+  thread_local std::vector<BlockQ8_1> a1;
+  thread_local std::vector<BlockQ8K> ak;
+  const int64_t nb32 = in / 32, nb256 = in / 256;
+  if (fam == Family::kQ8_0) grow(a0, n_tokens * nb32);
+  else if (fam == Family::kQ8_1) grow(a1, n_tokens * nb32);
+  else grow(ak, n_tokens * nb256);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    if (fam == Family::kQ8_0) quantize_q8_0(x + t * xs, in, a0.data() + t * nb32);
+    else if (fam == Family::kQ8_1) quantize_q8_1(x + t * xs, in, a1.data() + t * nb32);
+    else quantize_q8_K(x + t * xs, in, ak.data() + t * nb256);
+  }
+  const auto* base = static_cast<const uint8_t*>(w);
+  const size_t row_bytes = ggml::row_bytes(type, in);
+  const int L = sub_len(type);
+  const BlockQ8_0* p0 = a0.data();
+  const BlockQ8_1* p1 = a1.data();
+  const BlockQ8K* pk = ak.data();
+  const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, in * n_tokens));
+  pool.parallel_for(out, grain, [&](int64_t r0, int64_t r1) {
+    thread_local UnpackedRow u;
+    for (int64_t r = r0; r < r1; ++r) {
+      unpack_row(type, base + size_t(r) * row_bytes, in, u);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        float v;
+        if (fam == Family::kQ8_0) v = dot_q8_0(u, p0 + t * nb32, nb32);
+        else if (fam == Family::kQ8_1) v = dot_q8_1(u, p1 + t * nb32, nb32);
+        else v = dot_q8_K(u, pk + t * nb256, nb256, L);
+        y[t * ys + r] = v;
+      }
+    }
+  });
+}
+
+void matmul_reference(int type, const void* w, int64_t out, int64_t in, const float* x, int64_t n_tokens, float* y) {
+  check_type(type, in, "ggml matmul_reference");
+  const Family fam = family(type);
+  const auto* base = static_cast<const uint8_t*>(w);
+  const size_t row_bytes = ggml::row_bytes(type, in);
+  std::vector<float> wr(static_cast<size_t>(in)), xa(static_cast<size_t>(in));
+  std::vector<BlockQ8_1> a1(size_t(in / 32));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* xt = x + t * in;
+    // The activations as the type's format holds them.
+    if (fam == Family::kQ8_0) {
+      std::vector<BlockQ8_0> a(size_t(in / 32));
+      quantize_q8_0(xt, in, a.data());
+      for (int64_t i = 0; i < in; ++i) xa[size_t(i)] = a[size_t(i / 32)].d * float(a[size_t(i / 32)].qs[i % 32]);
+    } else if (fam == Family::kQ8_1) {
+      quantize_q8_1(xt, in, a1.data());
+      for (int64_t i = 0; i < in; ++i) xa[size_t(i)] = a1[size_t(i / 32)].d * float(a1[size_t(i / 32)].qs[i % 32]);
+    } else {
+      std::vector<BlockQ8K> a(size_t(in / 256));
+      quantize_q8_K(xt, in, a.data());
+      for (int64_t i = 0; i < in; ++i) xa[size_t(i)] = a[size_t(i / 256)].d * float(a[size_t(i / 256)].qs[i % 256]);
+    }
+    for (int64_t o = 0; o < out; ++o) {
+      const uint8_t* row = base + size_t(o) * row_bytes;
+      ggml::dequantize_row(type, row, wr.data(), in);
+      double s = 0;
+      if (fam == Family::kQ8_1) {
+        // Q4_1 / Q5_1: (d q + m) . x with the m part as ggml forms it, m * f16(d_x sum q_x) per block.
+        for (int64_t b = 0; b < in / 32; ++b) {
+          const uint8_t* blk = row + size_t(b) * size_t(ggml::type_info(type)->type_size);
+          const double m = load_f16(blk + 2);
+          for (int64_t i = 32 * b; i < 32 * b + 32; ++i) s += (double(wr[size_t(i)]) - m) * double(xa[size_t(i)]);
+          s += m * double(a1[size_t(b)].s);
+        }
+      } else {
+        for (int64_t i = 0; i < in; ++i) s += double(wr[size_t(i)]) * double(xa[size_t(i)]);
+      }
+      y[t * out + o] = float(s);
+    }
+  }
+}
+
+void gelu(float* x, int64_t n) {
+  const auto& table = gelu_table();
+  for (int64_t i = 0; i < n; ++i) {
+    if (x[i] <= -10.0f) x[i] = 0.0f;
+    else if (x[i] < 10.0f) x[i] = table[f32_to_f16(x[i])];
+  }
+}
+
+float gelu_table_entry(uint16_t h) { return gelu_table()[h]; }
+
+void rms_norm(const float* x, const float* w, int64_t n, float eps, float* out) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += double(x[i] * x[i]);
+  const float mean = float(sum / double(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  for (int64_t i = 0; i < n; ++i) {
+    const float y = x[i] * scale;
+    out[i] = w ? y * w[i] : y;
+  }
+}
+
+void rope_neox(float* x, int n_heads, int head_dim, int64_t pos, float freq_base, float freq_scale) {
+  const int half = head_dim / 2;
+  thread_local std::vector<float> cs;
+  cs.resize(size_t(head_dim));
+  const float theta_scale = std::pow(freq_base, -2.0f / float(head_dim));
+  float theta = float(pos);
+  for (int i = 0; i < half; ++i) {
+    const float t = freq_scale * theta;
+    cs[size_t(2 * i)] = std::cos(t);
+    cs[size_t(2 * i + 1)] = std::sin(t);
+    theta *= theta_scale;
+  }
+  for (int h = 0; h < n_heads; ++h) {
+    float* v = x + int64_t(h) * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const float c = cs[size_t(2 * i)], s = cs[size_t(2 * i + 1)];
+      const float x0 = v[i], x1 = v[i + half];
+      v[i] = x0 * c - x1 * s;
+      v[i + half] = x0 * s + x1 * c;
+    }
+  }
+}
+
+}  // namespace g3n::kernels::ggml_cpu
