@@ -26,6 +26,7 @@
 
 #include "base/error.h"
 #include "kernels/elements.h"
+#include "kernels/gemm_int8.h"
 #include "kernels/matmul.h"
 #include "quant/quant.h"
 
@@ -687,6 +688,11 @@ void linear(const TensorView& w, const float* x, int64_t n_tokens, float* y, Thr
             const MatmulOptions& options) {
   if (!gemm_preferred(w, n_tokens)) {
     matmul(w, x, n_tokens, y, pool, options);
+    return;
+  }
+  if (options.quant_activations == QuantActivations::kInt8 && gemm_int8_available(w)) {
+    // Quantised weights on a VNNI CPU: integer block products, as decode computes them.
+    gemm_int8(w, x, n_tokens, y, pool, options);
     return;
   }
   GemmOptions o;

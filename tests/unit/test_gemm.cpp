@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_int8.h"
 #include "kernels/matmul.h"
 #include "quant/quant.h"
 #include "kernel_test_util.h"
@@ -234,6 +235,47 @@ TEST_P(GemmBlockTest, WeightsStoredKN) {  // a transposed copy [K, N], blocks al
     o.weights_kn = true;
     for_each_float_target(
         [&] { expect_close(w.view, a.data(), cs.m, cs.n, cs.k, o, std::vector<float>(size_t(cs.m * cs.n)), threads); });
+  }
+}
+
+// The int8 VNNI GEMM (prefill of Q8_0 / Q4_0 weights) against the int8 oracle (the same activation
+// quantisation, products in double): edge tiles in M and N, K across packed chunks, odd addresses, strides, a
+// column prefix, and linear() choosing it from kGemmMinRows rows.
+TEST_P(GemmBlockTest, Int8GemmMatchesInt8Oracle) {
+  const auto [dtype, threads] = GetParam();
+  const StoredWeights probe = store_weights(randn(32, 1), 1, 32, dtype, 0);
+  if (!kernels::gemm_int8_available(probe.view)) GTEST_SKIP() << "no AVX-512 VNNI here";
+  ThreadPool pool(threads);
+  const Case cases[] = {{1, 13, 32}, {5, 48, 544}, {37, 49, 1056}, {100, 130, 64}, {6, 1030, 96}};
+  for (const Case& cs : cases) {
+    for (bool prefix : {false, true}) {
+      SCOPED_TRACE("M " + std::to_string(cs.m) + " N " + std::to_string(cs.n) + " K " + std::to_string(cs.k) +
+                   (prefix ? " prefix" : ""));
+      const int64_t k_full = prefix ? cs.k + 64 : cs.k, lda = k_full + 5, ldc = cs.n + 2;
+      const StoredWeights w = store_weights(randn(size_t(cs.n * k_full), 81, 0.5f), cs.n, k_full, dtype, 1);
+      const std::vector<float> a = randn(size_t(cs.m * lda), 82);
+      kernels::MatmulOptions o;
+      o.x_stride = lda;
+      o.y_stride = ldc;
+      o.columns = prefix ? cs.k : 0;
+      std::vector<float> got(size_t(cs.m * ldc), -7.0f), want(size_t(cs.m * ldc), -7.0f);
+      kernels::gemm_int8(w.view, a.data(), cs.m, got.data(), pool, o);
+      kernels::matmul_reference_int8(w.view, a.data(), cs.m, want.data(), o);
+      for (int64_t t = 0; t < cs.m; ++t) {
+        for (int64_t c = 0; c < cs.n; ++c) {
+          double mag = 0;
+          for (int64_t i = 0; i < cs.k; ++i)
+            mag += std::fabs(double(w.values[size_t(c * k_full + i)]) * a[size_t(t * lda + i)]);
+          ASSERT_NEAR(got[size_t(t * ldc + c)], want[size_t(t * ldc + c)], 2e-6 * mag + 1e-6) << "t " << t << " c " << c;
+        }
+        for (int64_t c = cs.n; c < ldc; ++c) ASSERT_EQ(got[size_t(t * ldc + c)], -7.0f) << "wrote past row " << t;
+      }
+      if (cs.m >= kernels::kGemmMinRows) {  // linear() takes this path for enough rows
+        std::vector<float> via_linear(size_t(cs.m * ldc), -7.0f);
+        kernels::linear(w.view, a.data(), cs.m, via_linear.data(), pool, o);
+        for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(via_linear[i], got[i]) << i;
+      }
+    }
   }
 }
 
