@@ -23,6 +23,7 @@
 #endif
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -38,11 +39,14 @@ constexpr int kMR = 4;           // tokens per register tile
 constexpr int kNV = 3;           // vectors of 16 outputs per tile
 constexpr int64_t kNR = 16 * kNV;  // outputs per panel
 constexpr int64_t kKC = 512;     // columns per packed chunk (a multiple of 32)
+// From this many rows of activations, repacked Q4_0 goes through the GEMM tiles (fed from the panels).
+constexpr int64_t kPanelTileRows = 10;
 
 struct Job {
   DType t = DType::Q8_0;
-  const uint8_t* w = nullptr;
+  const uint8_t* w = nullptr;  // Q8_0 / Q4_0 rows of row_bytes, or null with `panels`
   size_t row_bytes = 0;
+  const Q4Panels* panels = nullptr;
   int64_t out = 0, in = 0, m = 0;
   const int8_t* xq = nullptr;   // [m][in]
   const float* xd = nullptr;    // [m][in / 32]
@@ -60,6 +64,26 @@ G3N_VNNI void PackPanel(const Job& j, int64_t o0, int64_t k0, int64_t kc, uint8_
                                           _mm512_set1_epi32(8));  // row r starts at dword 8 r of tmp
   const __m128i low = _mm_set1_epi8(0x0f);
   for (int64_t b = 0; b < kc / 32; ++b) {
+    if (j.panels) {  // repacked Q4_0: scales, then nibbles already 16 rows x 4 columns per vector
+      for (int v = 0; v < kNV; ++v) {
+        float* sc = scales + (b * kNV + v) * 16;
+        const int64_t panel = o0 / 16 + v;
+        if (panel * 16 >= j.out) {
+          std::memset(sc, 0, 16 * sizeof(float));
+          for (int g = 0; g < 8; ++g) std::memset(bytes + ((b * 8 + g) * kNV + v) * 64, 0, 64);
+          continue;
+        }
+        const uint8_t* src = j.panels->block(panel, k0 / 32 + b);
+        _mm512_storeu_ps(sc, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))));
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
+        for (int h = 0; h < 4; ++h) {
+          const __m512i q = _mm512_loadu_si512(src + 32 + 64 * h);
+          _mm512_storeu_si512(bytes + ((b * 8 + h) * kNV + v) * 64, _mm512_and_si512(q, m4));
+          _mm512_storeu_si512(bytes + ((b * 8 + 4 + h) * kNV + v) * 64, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4));
+        }
+      }
+      continue;
+    }
     for (int v = 0; v < kNV; ++v) {
       float* sc = scales + (b * kNV + v) * 16;
       for (int r = 0; r < 16; ++r) {
@@ -150,7 +174,7 @@ G3N_VNNI void RunPanels(const Job& j, int64_t p0, int64_t p1) {
   thread_local std::vector<float> scales;
   bytes.resize(size_t(kKC / 32 * 8 * kNV * 64));
   scales.resize(size_t(kKC / 32 * kNV * 16));
-  const int32_t offset = j.t == DType::Q4_0 ? 8 : 128;
+  const int32_t offset = j.t == DType::Q4_0 || j.panels ? 8 : 128;
   for (int64_t p = p0; p < p1; ++p) {
     const int64_t o0 = p * kNR;
     for (int64_t k0 = 0; k0 < j.in; k0 += kKC) {
@@ -166,6 +190,82 @@ G3N_VNNI void RunPanels(const Job& j, int64_t p0, int64_t p1) {
         default: break;
       }
     }
+  }
+}
+
+// Few rows of activations over repacked Q4_0 panels [p0, p1): every panel streamed once, R tokens at a time.
+template <int R>
+G3N_VNNI void PanelRows(const Job& j, int64_t p0, int64_t p1, int64_t t0) {
+  const int64_t nb = j.in / 32, xb = j.in / 32;
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  for (int64_t p = p0; p < p1; ++p) {
+    __m512 acc[R];
+    for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+    const uint8_t* src = j.panels->block(p, 0);
+    for (int64_t b = 0; b < nb; ++b, src += 288) {
+      _mm_prefetch(reinterpret_cast<const char*>(src + 288 * 8), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(src + 288 * 8 + 64), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(src + 288 * 8 + 128), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(src + 288 * 8 + 192), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(src + 288 * 8 + 256), _MM_HINT_T0);
+      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
+      __m512i lo[4], hi[4];
+      for (int h = 0; h < 4; ++h) {
+        const __m512i q = _mm512_loadu_si512(src + 32 + 64 * h);
+        lo[h] = _mm512_and_si512(q, m4);
+        hi[h] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      }
+      for (int i = 0; i < R; ++i) {
+        const int8_t* xq = j.xq + (t0 + i) * j.in + b * 32;
+        int32_t a[8];
+        std::memcpy(a, xq, 32);
+        __m512i is = _mm512_setzero_si512();
+        for (int h = 0; h < 4; ++h) {
+          is = _mm512_dpbusd_epi32(is, lo[h], _mm512_set1_epi32(a[h]));
+          is = _mm512_dpbusd_epi32(is, hi[h], _mm512_set1_epi32(a[4 + h]));
+        }
+        const int64_t xi = (t0 + i) * xb + b;
+        is = _mm512_sub_epi32(is, _mm512_set1_epi32(8 * j.xs[xi]));
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dw, _mm512_set1_ps(j.xd[xi])), acc[i]);
+      }
+    }
+    const int64_t o = p * 16;
+    const __mmask16 mask = j.out - o >= 16 ? __mmask16(0xffff) : __mmask16((1u << (j.out - o)) - 1);
+    for (int i = 0; i < R; ++i) _mm512_mask_storeu_ps(j.y + (t0 + i) * j.ldy + o, mask, acc[i]);
+  }
+}
+
+G3N_VNNI void PanelRowsAll(const Job& j, int64_t p0, int64_t p1) {
+  int64_t t = 0;
+  for (; t + 4 <= j.m; t += 4) PanelRows<4>(j, p0, p1, t);
+  switch (j.m - t) {
+    case 1: PanelRows<1>(j, p0, p1, t); break;
+    case 2: PanelRows<2>(j, p0, p1, t); break;
+    case 3: PanelRows<3>(j, p0, p1, t); break;
+    default: break;
+  }
+}
+
+G3N_VNNI void PackQ4Panel(const TensorView& w, int64_t panel, uint8_t* dst) {
+  const int64_t rows = w.dim(0), nb = w.dim(1) / 32;
+  const size_t rb = w.row_bytes();
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  for (int64_t b = 0; b < nb; ++b, dst += 288) {
+    alignas(64) uint32_t q[4][16];
+    uint16_t d[16];
+    for (int r = 0; r < 16; ++r) {
+      const int64_t o = panel * 16 + r;
+      if (o >= rows) {
+        d[r] = 0;
+        for (int h = 0; h < 4; ++h) q[h][r] = 0;
+        continue;
+      }
+      const uint8_t* blk = base + size_t(o) * rb + size_t(b) * kBlockBytesQ4_0;
+      std::memcpy(&d[r], blk, 2);
+      for (int h = 0; h < 4; ++h) std::memcpy(&q[h][r], blk + 2 + 4 * h, 4);
+    }
+    std::memcpy(dst, d, 32);
+    std::memcpy(dst + 32, q, 256);
   }
 }
 
@@ -225,6 +325,68 @@ void gemm_int8(const TensorView& w, const float* x, int64_t n_tokens, float* y, 
   j.ldy = options.y_stride ? options.y_stride : j.out;
   const int64_t panels = (j.out + kNR - 1) / kNR;
   pool.parallel_for(panels, 1, [&j](int64_t p0, int64_t p1) { RunPanels(j, p0, p1); });
+}
+
+bool q4_panels_available() { return cpu_supported() && active_simd_target().find("+VNNI") != std::string::npos; }
+
+Q4Panels pack_q4_panels(const TensorView& w, ThreadPool* pool) {
+  G3N_CHECK(w.dtype == DType::Q4_0 && w.shape.size() == 2 && w.dim(1) % 32 == 0,
+            "pack_q4_panels: expected a Q4_0 matrix, got ", dtype_name(w.dtype), " ", shape_str(w.shape));
+  G3N_CHECK(cpu_supported(), "pack_q4_panels: this CPU has no AVX-512 VNNI");
+  Q4Panels p;
+  p.rows = w.dim(0);
+  p.cols = w.dim(1);
+  const int64_t panels = (p.rows + 15) / 16;
+  p.size = size_t(panels) * size_t(p.cols / 32) * 288;
+  auto* mem = static_cast<uint8_t*>(std::aligned_alloc(64, (p.size + 63) / 64 * 64));
+  G3N_CHECK(mem != nullptr, "pack_q4_panels: cannot allocate ", p.size, " bytes");
+  p.bytes = std::shared_ptr<uint8_t>(mem, [](uint8_t* q) { std::free(q); });
+  auto run = [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) PackQ4Panel(w, i, mem + size_t(i) * size_t(p.cols / 32) * 288);
+  };
+  if (pool) pool->parallel_for(panels, 16, run);
+  else run(0, panels);
+  return p;
+}
+
+void matmul_q4_panels(const Q4Panels& panels, int64_t rows, const float* x, int64_t n_tokens, float* y,
+                      ThreadPool& pool, const MatmulOptions& options) {
+  G3N_CHECK(q4_panels_available(), "matmul_q4_panels: needs AVX-512 VNNI (active: ", active_simd_target(), ")");
+  const int64_t in = options.columns ? options.columns : panels.cols;
+  G3N_CHECK(rows > 0 && rows <= panels.rows && in > 0 && in <= panels.cols && in % 32 == 0, "matmul_q4_panels: ",
+            rows, " rows and ", in, " columns of a repacked ", panels.rows, " x ", panels.cols, " matrix");
+  if (n_tokens <= 0) return;
+  const int64_t xs = options.x_stride ? options.x_stride : in, nb = in / 32;
+  thread_local std::vector<int8_t> q;
+  thread_local std::vector<float> d;
+  thread_local std::vector<int32_t> s;
+  if (int64_t(q.size()) < n_tokens * in) q.resize(size_t(n_tokens * in));
+  if (int64_t(d.size()) < n_tokens * nb) {
+    d.resize(size_t(n_tokens * nb));
+    s.resize(size_t(n_tokens * nb));
+  }
+  int8_t* qp = q.data();
+  float* dp = d.data();
+  int32_t* sp = s.data();
+  for (int64_t t = 0; t < n_tokens; ++t) quantize_activations(x + t * xs, in, qp + t * in, dp + t * nb, sp + t * nb);
+  Job j;
+  j.t = DType::Q4_0;
+  j.panels = &panels;
+  j.out = rows;
+  j.in = in;
+  j.m = n_tokens;
+  j.xq = qp;
+  j.xd = dp;
+  j.xs = sp;
+  j.y = y;
+  j.ldy = options.y_stride ? options.y_stride : rows;
+  if (n_tokens >= kPanelTileRows) {
+    const int64_t tiles = (rows + kNR - 1) / kNR;
+    pool.parallel_for(tiles, 1, [&j](int64_t p0, int64_t p1) { RunPanels(j, p0, p1); });
+  } else {
+    const int64_t count = (rows + 15) / 16;
+    pool.parallel_for(count, 4, [&j](int64_t p0, int64_t p1) { PanelRowsAll(j, p0, p1); });
+  }
 }
 
 }  // namespace g3n::kernels
