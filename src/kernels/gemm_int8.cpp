@@ -46,7 +46,7 @@ struct Job {
   DType t = DType::Q8_0;
   const uint8_t* w = nullptr;  // Q8_0 / Q4_0 rows of row_bytes, or null with `panels`
   size_t row_bytes = 0;
-  const Q4Panels* panels = nullptr;
+  const VnniPanels* panels = nullptr;
   int64_t out = 0, in = 0, m = 0;
   const int8_t* xq = nullptr;   // [m][in]
   const float* xd = nullptr;    // [m][in / 32]
@@ -75,6 +75,11 @@ G3N_VNNI void PackPanel(const Job& j, int64_t o0, int64_t k0, int64_t kc, uint8_
         }
         const uint8_t* src = j.panels->block(panel, k0 / 32 + b);
         _mm512_storeu_ps(sc, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))));
+        if (j.panels->dtype == DType::Q8_0) {
+          for (int g = 0; g < 8; ++g)
+            _mm512_storeu_si512(bytes + ((b * 8 + g) * kNV + v) * 64, _mm512_loadu_si512(src + 32 + 64 * g));
+          continue;
+        }
         const __m512i m4 = _mm512_set1_epi8(0x0f);
         for (int h = 0; h < 4; ++h) {
           const __m512i q = _mm512_loadu_si512(src + 32 + 64 * h);
@@ -174,7 +179,7 @@ G3N_VNNI void RunPanels(const Job& j, int64_t p0, int64_t p1) {
   thread_local std::vector<float> scales;
   bytes.resize(size_t(kKC / 32 * 8 * kNV * 64));
   scales.resize(size_t(kKC / 32 * kNV * 16));
-  const int32_t offset = j.t == DType::Q4_0 || j.panels ? 8 : 128;
+  const int32_t offset = j.t == DType::Q4_0 ? 8 : 128;
   for (int64_t p = p0; p < p1; ++p) {
     const int64_t o0 = p * kNR;
     for (int64_t k0 = 0; k0 < j.in; k0 += kKC) {
@@ -193,39 +198,39 @@ G3N_VNNI void RunPanels(const Job& j, int64_t p0, int64_t p1) {
   }
 }
 
-// Few rows of activations over repacked Q4_0 panels [p0, p1): every panel streamed once, R tokens at a time.
-template <int R>
+// Few rows of activations over repacked panels [p0, p1): every panel streamed once, R tokens at a time.
+template <int R, bool kQ4>
 G3N_VNNI void PanelRows(const Job& j, int64_t p0, int64_t p1, int64_t t0) {
   const int64_t nb = j.in / 32, xb = j.in / 32;
+  constexpr int64_t kBlock = kQ4 ? 288 : 544;
+  constexpr int32_t kOffset = kQ4 ? 8 : 128;
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   for (int64_t p = p0; p < p1; ++p) {
     __m512 acc[R];
     for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
     const uint8_t* src = j.panels->block(p, 0);
-    for (int64_t b = 0; b < nb; ++b, src += 288) {
-      _mm_prefetch(reinterpret_cast<const char*>(src + 288 * 8), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(src + 288 * 8 + 64), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(src + 288 * 8 + 128), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(src + 288 * 8 + 192), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(src + 288 * 8 + 256), _MM_HINT_T0);
+    for (int64_t b = 0; b < nb; ++b, src += kBlock) {
+      for (int64_t off = 0; off < kBlock; off += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(src + kBlock * 8 + off), _MM_HINT_T0);
       const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
-      __m512i lo[4], hi[4];
-      for (int h = 0; h < 4; ++h) {
-        const __m512i q = _mm512_loadu_si512(src + 32 + 64 * h);
-        lo[h] = _mm512_and_si512(q, m4);
-        hi[h] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      __m512i wq[8];  // group g: columns 4g .. 4g+3 of the 16 rows, unsigned
+      if constexpr (kQ4) {
+        for (int h = 0; h < 4; ++h) {
+          const __m512i q = _mm512_loadu_si512(src + 32 + 64 * h);
+          wq[h] = _mm512_and_si512(q, m4);
+          wq[4 + h] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+        }
+      } else {
+        for (int g = 0; g < 8; ++g) wq[g] = _mm512_loadu_si512(src + 32 + 64 * g);
       }
       for (int i = 0; i < R; ++i) {
         const int8_t* xq = j.xq + (t0 + i) * j.in + b * 32;
         int32_t a[8];
         std::memcpy(a, xq, 32);
         __m512i is = _mm512_setzero_si512();
-        for (int h = 0; h < 4; ++h) {
-          is = _mm512_dpbusd_epi32(is, lo[h], _mm512_set1_epi32(a[h]));
-          is = _mm512_dpbusd_epi32(is, hi[h], _mm512_set1_epi32(a[4 + h]));
-        }
+        for (int g = 0; g < 8; ++g) is = _mm512_dpbusd_epi32(is, wq[g], _mm512_set1_epi32(a[g]));
         const int64_t xi = (t0 + i) * xb + b;
-        is = _mm512_sub_epi32(is, _mm512_set1_epi32(8 * j.xs[xi]));
+        is = _mm512_sub_epi32(is, _mm512_set1_epi32(kOffset * j.xs[xi]));
         acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dw, _mm512_set1_ps(j.xd[xi])), acc[i]);
       }
     }
@@ -235,37 +240,42 @@ G3N_VNNI void PanelRows(const Job& j, int64_t p0, int64_t p1, int64_t t0) {
   }
 }
 
+template <bool kQ4>
 G3N_VNNI void PanelRowsAll(const Job& j, int64_t p0, int64_t p1) {
   int64_t t = 0;
-  for (; t + 4 <= j.m; t += 4) PanelRows<4>(j, p0, p1, t);
+  for (; t + 4 <= j.m; t += 4) PanelRows<4, kQ4>(j, p0, p1, t);
   switch (j.m - t) {
-    case 1: PanelRows<1>(j, p0, p1, t); break;
-    case 2: PanelRows<2>(j, p0, p1, t); break;
-    case 3: PanelRows<3>(j, p0, p1, t); break;
+    case 1: PanelRows<1, kQ4>(j, p0, p1, t); break;
+    case 2: PanelRows<2, kQ4>(j, p0, p1, t); break;
+    case 3: PanelRows<3, kQ4>(j, p0, p1, t); break;
     default: break;
   }
 }
 
-G3N_VNNI void PackQ4Panel(const TensorView& w, int64_t panel, uint8_t* dst) {
+void PackVnniPanel(const TensorView& w, int64_t panel, uint8_t* dst) {
   const int64_t rows = w.dim(0), nb = w.dim(1) / 32;
-  const size_t rb = w.row_bytes();
+  const size_t rb = w.row_bytes(), bb = dtype_size(w.dtype);
+  const bool q4 = w.dtype == DType::Q4_0;
   const auto* base = static_cast<const uint8_t*>(w.data);
-  for (int64_t b = 0; b < nb; ++b, dst += 288) {
-    alignas(64) uint32_t q[4][16];
+  for (int64_t b = 0; b < nb; ++b, dst += q4 ? 288 : 544) {
+    uint32_t q[8][16];  // group g, row r: 4 bytes
     uint16_t d[16];
     for (int r = 0; r < 16; ++r) {
       const int64_t o = panel * 16 + r;
       if (o >= rows) {
         d[r] = 0;
-        for (int h = 0; h < 4; ++h) q[h][r] = 0;
+        for (int g = 0; g < 8; ++g) q[g][r] = q4 ? 0u : 0x80808080u;  // zero weights (stored + 128)
         continue;
       }
-      const uint8_t* blk = base + size_t(o) * rb + size_t(b) * kBlockBytesQ4_0;
+      const uint8_t* blk = base + size_t(o) * rb + size_t(b) * bb;
       std::memcpy(&d[r], blk, 2);
-      for (int h = 0; h < 4; ++h) std::memcpy(&q[h][r], blk + 2 + 4 * h, 4);
+      for (int g = 0; g < (q4 ? 4 : 8); ++g) {
+        std::memcpy(&q[g][r], blk + 2 + 4 * g, 4);
+        if (!q4) q[g][r] ^= 0x80808080u;  // int8 q -> unsigned q + 128
+      }
     }
     std::memcpy(dst, d, 32);
-    std::memcpy(dst + 32, q, 256);
+    std::memcpy(dst + 32, q, q4 ? 256 : 512);
   }
 }
 
@@ -327,33 +337,66 @@ void gemm_int8(const TensorView& w, const float* x, int64_t n_tokens, float* y, 
   pool.parallel_for(panels, 1, [&j](int64_t p0, int64_t p1) { RunPanels(j, p0, p1); });
 }
 
-bool q4_panels_available() { return cpu_supported() && active_simd_target().find("+VNNI") != std::string::npos; }
+bool vnni_panels_available() { return cpu_supported() && active_simd_target().find("+VNNI") != std::string::npos; }
 
-Q4Panels pack_q4_panels(const TensorView& w, ThreadPool* pool) {
-  G3N_CHECK(w.dtype == DType::Q4_0 && w.shape.size() == 2 && w.dim(1) % 32 == 0,
-            "pack_q4_panels: expected a Q4_0 matrix, got ", dtype_name(w.dtype), " ", shape_str(w.shape));
-  G3N_CHECK(cpu_supported(), "pack_q4_panels: this CPU has no AVX-512 VNNI");
-  Q4Panels p;
+VnniPanels pack_vnni_panels(const TensorView& w, ThreadPool* pool,
+                            const std::function<void(const void*, size_t)>& packed) {
+  G3N_CHECK((w.dtype == DType::Q4_0 || w.dtype == DType::Q8_0) && w.shape.size() == 2 && w.dim(1) % 32 == 0,
+            "pack_vnni_panels: expected a Q4_0 or Q8_0 matrix, got ", dtype_name(w.dtype), " ", shape_str(w.shape));
+  VnniPanels p;
+  p.dtype = w.dtype;
   p.rows = w.dim(0);
   p.cols = w.dim(1);
   const int64_t panels = (p.rows + 15) / 16;
-  p.size = size_t(panels) * size_t(p.cols / 32) * 288;
-  auto* mem = static_cast<uint8_t*>(std::aligned_alloc(64, (p.size + 63) / 64 * 64));
-  G3N_CHECK(mem != nullptr, "pack_q4_panels: cannot allocate ", p.size, " bytes");
+  const size_t panel_bytes = size_t(p.cols / 32) * p.block_bytes();
+  p.size = size_t(panels) * panel_bytes;
+  auto* mem = static_cast<uint8_t*>(std::aligned_alloc(64, std::max<size_t>(64, (p.size + 63) / 64 * 64)));
+  G3N_CHECK(mem != nullptr, "pack_vnni_panels: cannot allocate ", p.size, " bytes");
   p.bytes = std::shared_ptr<uint8_t>(mem, [](uint8_t* q) { std::free(q); });
   auto run = [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; ++i) PackQ4Panel(w, i, mem + size_t(i) * size_t(p.cols / 32) * 288);
+    for (int64_t i = a; i < b; ++i) PackVnniPanel(w, i, mem + size_t(i) * panel_bytes);
   };
-  if (pool) pool->parallel_for(panels, 16, run);
-  else run(0, panels);
+  constexpr int64_t kChunk = 256;  // panels (4096 rows) between two calls of `packed`
+  for (int64_t c0 = 0; c0 < panels; c0 += kChunk) {
+    const int64_t c1 = std::min(panels, c0 + kChunk);
+    if (pool) pool->parallel_for(c1 - c0, 16, [&](int64_t a, int64_t b) { run(c0 + a, c0 + b); });
+    else run(c0, c1);
+    if (packed) {
+      const int64_t r0 = c0 * 16, r1 = std::min(p.rows, c1 * 16);
+      packed(static_cast<const uint8_t*>(w.data) + size_t(r0) * w.row_bytes(), size_t(r1 - r0) * w.row_bytes());
+    }
+  }
   return p;
 }
 
-void matmul_q4_panels(const Q4Panels& panels, int64_t rows, const float* x, int64_t n_tokens, float* y,
-                      ThreadPool& pool, const MatmulOptions& options) {
-  G3N_CHECK(q4_panels_available(), "matmul_q4_panels: needs AVX-512 VNNI (active: ", active_simd_target(), ")");
+void vnni_panel_row(const VnniPanels& p, int64_t r, float* out) {
+  G3N_CHECK(r >= 0 && r < p.rows, "vnni_panel_row: row ", r, " of ", p.rows);
+  const int lane = int(r % 16);
+  for (int64_t b = 0; b < p.cols / 32; ++b) {
+    const uint8_t* src = p.block(r / 16, b);
+    uint16_t h;
+    std::memcpy(&h, src + 2 * lane, 2);
+    const float d = f16_to_f32(h);
+    float* y = out + b * 32;
+    for (int g = 0; g < (p.dtype == DType::Q4_0 ? 4 : 8); ++g) {
+      const uint8_t* q = src + 32 + 64 * g + 4 * lane;
+      for (int c = 0; c < 4; ++c) {
+        if (p.dtype == DType::Q4_0) {
+          y[4 * g + c] = d * float(int(q[c] & 15) - 8);
+          y[16 + 4 * g + c] = d * float(int(q[c] >> 4) - 8);
+        } else {
+          y[4 * g + c] = d * float(int(q[c]) - 128);
+        }
+      }
+    }
+  }
+}
+
+void matmul_vnni_panels(const VnniPanels& panels, int64_t rows, const float* x, int64_t n_tokens, float* y,
+                        ThreadPool& pool, const MatmulOptions& options) {
+  G3N_CHECK(vnni_panels_available(), "matmul_vnni_panels: needs AVX-512 VNNI (active: ", active_simd_target(), ")");
   const int64_t in = options.columns ? options.columns : panels.cols;
-  G3N_CHECK(rows > 0 && rows <= panels.rows && in > 0 && in <= panels.cols && in % 32 == 0, "matmul_q4_panels: ",
+  G3N_CHECK(rows > 0 && rows <= panels.rows && in > 0 && in <= panels.cols && in % 32 == 0, "matmul_vnni_panels: ",
             rows, " rows and ", in, " columns of a repacked ", panels.rows, " x ", panels.cols, " matrix");
   if (n_tokens <= 0) return;
   const int64_t xs = options.x_stride ? options.x_stride : in, nb = in / 32;
@@ -370,7 +413,7 @@ void matmul_q4_panels(const Q4Panels& panels, int64_t rows, const float* x, int6
   int32_t* sp = s.data();
   for (int64_t t = 0; t < n_tokens; ++t) quantize_activations(x + t * xs, in, qp + t * in, dp + t * nb, sp + t * nb);
   Job j;
-  j.t = DType::Q4_0;
+  j.t = panels.dtype;
   j.panels = &panels;
   j.out = rows;
   j.in = in;
@@ -385,7 +428,10 @@ void matmul_q4_panels(const Q4Panels& panels, int64_t rows, const float* x, int6
     pool.parallel_for(tiles, 1, [&j](int64_t p0, int64_t p1) { RunPanels(j, p0, p1); });
   } else {
     const int64_t count = (rows + 15) / 16;
-    pool.parallel_for(count, 4, [&j](int64_t p0, int64_t p1) { PanelRowsAll(j, p0, p1); });
+    if (panels.dtype == DType::Q4_0)
+      pool.parallel_for(count, 4, [&j](int64_t p0, int64_t p1) { PanelRowsAll<true>(j, p0, p1); });
+    else
+      pool.parallel_for(count, 4, [&j](int64_t p0, int64_t p1) { PanelRowsAll<false>(j, p0, p1); });
   }
 }
 

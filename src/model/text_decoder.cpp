@@ -65,22 +65,31 @@ TextDecoder::TextDecoder(ModelConfig config, TextWeights weights) : config_(std:
       const TensorView& down = w_.layers[size_t(l)].down_proj;
       down_t_[size_t(l)] = quant::transpose_tensor(down, down.dtype);
     }
-  if (kernels::q4_panels_available()) {
-    // Repack the Q4_0 projections for the VNNI kernels, releasing each original's pages as soon as it is
-    // copied (a file mapping: they stay in the page cache), so the resident set never holds both.
+  if (kernels::vnni_panels_available()) {
+    // Repack the Q4_0 / Q8_0 matrices for the VNNI kernels, releasing each original's pages as soon as it is
+    // copied (a file mapping: they stay in the page cache), so the resident set never holds both. The token
+    // embedding (also the LM head) is then read from its panels too.
+    auto pack = [&](const TensorView* t) {
+      if (!t->valid() || (t->dtype != DType::Q4_0 && t->dtype != DType::Q8_0) || t->shape.size() != 2 ||
+          panels_.count(t->data))
+        return;
+      const bool mapped = in_read_only_file_mapping(t->data, dtype_bytes(t->dtype, t->numel()));
+      panels_.emplace(t->data, kernels::pack_vnni_panels(*t, nullptr, [mapped](const void* p, size_t n) {
+                        if (mapped) release_mapped_pages(p, n);
+                      }));
+      packed_originals_.push_back(t);
+    };
     for (size_t l = 0; l < w_.layers.size(); ++l) {
       TextLayerWeights& lw = w_.layers[l];
       for (const TensorView* t : {&lw.q_proj, &lw.k_proj, &lw.v_proj, &lw.o_proj, &lw.gate_proj, &lw.up_proj,
                                   &lw.down_proj, &lw.laurel_left, &lw.laurel_right, &lw.per_layer_input_gate,
-                                  &lw.per_layer_projection}) {
-        if (!t->valid() || t->dtype != DType::Q4_0 || t->shape.size() != 2 || q4_panels_.count(t->data)) continue;
-        if (t == &lw.down_proj && !down_t_[l].bytes.empty()) continue;  // read through its transposed copy
-        q4_panels_.emplace(t->data, kernels::pack_q4_panels(*t));
-        q4_originals_.push_back(t);
-        const size_t bytes = dtype_bytes(t->dtype, t->numel());
-        if (in_read_only_file_mapping(t->data, bytes)) release_mapped_pages(t->data, bytes);
-      }
+                                  &lw.per_layer_projection})
+        if (t != &lw.down_proj || down_t_[l].bytes.empty())  // a sparse layer's W_down: its transposed copy
+          pack(t);
     }
+    for (const auto& t : w_.altup_projections) pack(&t);
+    for (const auto& t : w_.altup_unembed_projections) pack(&t);
+    pack(&w_.embed_tokens);
   }
   for (float target : c.activation_sparsity)
     // Reference: Normal(0, 1).icdf(target) evaluated in float32.
@@ -102,7 +111,9 @@ void TextDecoder::embed(const int32_t* ids, int64_t n, DecoderScratch& s, Thread
     } else if (config_.multimodal && id >= config_.audio.vocab_offset) {
       embed_multimodal(w_.embed_audio, config_.audio, id, x, pool);
     } else {
-      to_f32(w_.embed_tokens, id * D, D, x);
+      const auto packed = panels_.find(w_.embed_tokens.data);
+      if (packed != panels_.end()) kernels::vnni_panel_row(packed->second, id, x);
+      else to_f32(w_.embed_tokens, id * D, D, x);
       for (int64_t d = 0; d < D; ++d) x[d] *= scale;
     }
   }
@@ -126,7 +137,7 @@ std::vector<const TensorView*> TextDecoder::unread_weights() const {
   std::vector<const TensorView*> v;
   for (size_t l = 0; l < down_t_.size(); ++l)
     if (!down_t_[l].bytes.empty()) v.push_back(&w_.layers[l].down_proj);
-  v.insert(v.end(), q4_originals_.begin(), q4_originals_.end());
+  v.insert(v.end(), packed_originals_.begin(), packed_originals_.end());
   return v;
 }
 
@@ -140,7 +151,7 @@ std::vector<const TensorView*> TextDecoder::read_weights() const {
 uint64_t TextDecoder::transposed_bytes() const {
   uint64_t b = 0;
   for (const auto& t : down_t_) b += t.bytes.size();
-  for (const auto& [data, p] : q4_panels_) b += p.size;
+  for (const auto& [data, p] : panels_) b += p.size;
   return b;
 }
 
@@ -197,9 +208,9 @@ void TextDecoder::per_layer_inputs(const int32_t* ids, int64_t n, const Matforme
 void TextDecoder::project(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool& pool,
                           const kernels::MatmulOptions& options) const {
   if (numerics_ != Numerics::kGgml) {
-    if (options.quant_activations == kernels::QuantActivations::kInt8 && !q4_panels_.empty()) {
-      const auto it = q4_panels_.find(w.data);
-      if (it != q4_panels_.end()) return kernels::matmul_q4_panels(it->second, w.dim(0), x, n, y, pool, options);
+    if (options.quant_activations == kernels::QuantActivations::kInt8 && !panels_.empty()) {
+      const auto it = panels_.find(w.data);
+      if (it != panels_.end()) return kernels::matmul_vnni_panels(it->second, w.dim(0), x, n, y, pool, options);
     }
     return kernels::linear(w, x, n, y, pool, options);
   }

@@ -74,7 +74,7 @@ class TextDecoder {
   Numerics numerics() const { return numerics_; }
   // Weights that neither decode nor prefill reads with the default shortcuts: W_down of the sparse layers,
   // whose transposed copies serve both (decode: the surviving rows; prefill: gemm on [F, D]); only the
-  // plain path and steps of 17 to 31 rows read them; and the Q4_0 projections repacked for the VNNI
+  // plain path and steps of 17 to 31 rows read them; and the Q4_0 / Q8_0 matrices repacked for the VNNI
   // kernels. read_weights: the other core tensors. transposed_bytes: the copies' size (both kinds).
   std::vector<const TensorView*> unread_weights() const;
   std::vector<const TensorView*> read_weights() const;
@@ -129,10 +129,10 @@ class TextDecoder {
   void release_ple_pages(int64_t ple_id) const;
   MatformerProfile full_;                        // every layer at full width
   std::vector<quant::OwnedTensor> down_t_;       // per layer: W_down transposed [F, D] for sparse layers, else empty
-  // Q4_0 projections repacked for the VNNI kernels (AVX-512 VNNI CPUs), by the original's data pointer; the
-  // originals are then released and read only by the llama.cpp numerics.
-  std::unordered_map<const void*, kernels::Q4Panels> q4_panels_;
-  std::vector<const TensorView*> q4_originals_;
+  // Q4_0 / Q8_0 matrices repacked for the VNNI kernels (AVX-512 VNNI CPUs), by the original's data pointer;
+  // the originals are then released and read only by the llama.cpp numerics.
+  std::unordered_map<const void*, kernels::VnniPanels> panels_;
+  std::vector<const TensorView*> packed_originals_;
 };
 
 }  // namespace g3n

@@ -279,41 +279,51 @@ TEST_P(GemmBlockTest, Int8GemmMatchesInt8Oracle) {
   }
 }
 
-// Q4_0 repacked into VNNI panels (decode and prefill of Q4_0 projections) against the int8 oracle: few rows
-// (the matrix-vector kernel) and many (the GEMM tiles fed from the panels), a prefix of the rows (a MatFormer
-// FFN width) and of the columns, strides, rows past the last full panel.
-TEST(Gemm, Q4PanelsMatchInt8Oracle) {
-  if (!kernels::q4_panels_available()) GTEST_SKIP() << "no AVX-512 VNNI here";
+// Q4_0 / Q8_0 repacked into VNNI panels (decode and prefill of quantised projections, the LM head) against
+// the int8 oracle: few rows (the matrix-vector kernel) and many (the GEMM tiles fed from the panels), a prefix of
+// the rows (a MatFormer FFN width) and of the columns, strides, rows past the last full panel; and the rows read
+// back (the token embedding).
+TEST(Gemm, VnniPanelsMatchInt8Oracle) {
+  if (!kernels::vnni_panels_available()) GTEST_SKIP() << "no AVX-512 VNNI here";
   ThreadPool pool(2);
   const int64_t n = 83, k_full = 608;
-  const StoredWeights w = store_weights(randn(size_t(n * k_full), 91, 0.5f), n, k_full, DType::Q4_0, 0);
-  const kernels::Q4Panels panels = kernels::pack_q4_panels(w.view, &pool);
-  EXPECT_EQ(panels.size, size_t(6 * (k_full / 32) * 288));
-  for (int64_t m : {1, 3, 4, 9, 10, 37}) {
-    for (const auto& [rows, k] : {std::pair<int64_t, int64_t>{n, k_full}, {50, 544}}) {
-      SCOPED_TRACE("M " + std::to_string(m) + " rows " + std::to_string(rows) + " K " + std::to_string(k));
-      const int64_t lda = k_full + 3, ldc = rows + 1;
-      const std::vector<float> a = randn(size_t(m * lda), 92 + uint32_t(m));
-      kernels::MatmulOptions o;
-      o.x_stride = lda;
-      o.y_stride = ldc;
-      o.columns = k == k_full ? 0 : k;
-      std::vector<float> got(size_t(m * ldc), -7.0f), want(size_t(m * ldc), -7.0f);
-      kernels::matmul_q4_panels(panels, rows, a.data(), m, got.data(), pool, o);
-      TensorView head = w.view;
-      head.shape[0] = rows;
-      kernels::matmul_reference_int8(head, a.data(), m, want.data(), o);
-      for (int64_t t = 0; t < m; ++t) {
-        for (int64_t c = 0; c < rows; ++c) {
-          double mag = 0;
-          for (int64_t i = 0; i < k; ++i) mag += std::fabs(double(w.values[size_t(c * k_full + i)]) * a[size_t(t * lda + i)]);
-          ASSERT_NEAR(got[size_t(t * ldc + c)], want[size_t(t * ldc + c)], 2e-6 * mag + 1e-6) << "t " << t << " c " << c;
+  for (DType dtype : {DType::Q4_0, DType::Q8_0}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const StoredWeights w = store_weights(randn(size_t(n * k_full), 91, 0.5f), n, k_full, dtype, 0);
+    const kernels::VnniPanels panels = kernels::pack_vnni_panels(w.view, &pool);
+    EXPECT_EQ(panels.size, size_t(6 * (k_full / 32)) * dtype_bytes(dtype, 16 * 32));  // the blocks' own size
+    std::vector<float> row(static_cast<size_t>(k_full));
+    for (int64_t r : {0, 15, 16, 82}) {
+      kernels::vnni_panel_row(panels, r, row.data());
+      for (int64_t i = 0; i < k_full; ++i) ASSERT_EQ(row[size_t(i)], w.values[size_t(r * k_full + i)]) << r << " " << i;
+    }
+    for (int64_t m : {1, 3, 4, 9, 10, 37}) {
+      for (const auto& [rows, k] : {std::pair<int64_t, int64_t>{n, k_full}, {50, 544}}) {
+        SCOPED_TRACE("M " + std::to_string(m) + " rows " + std::to_string(rows) + " K " + std::to_string(k));
+        const int64_t lda = k_full + 3, ldc = rows + 1;
+        const std::vector<float> a = randn(size_t(m * lda), 92 + uint32_t(m));
+        kernels::MatmulOptions o;
+        o.x_stride = lda;
+        o.y_stride = ldc;
+        o.columns = k == k_full ? 0 : k;
+        std::vector<float> got(size_t(m * ldc), -7.0f), want(size_t(m * ldc), -7.0f);
+        kernels::matmul_vnni_panels(panels, rows, a.data(), m, got.data(), pool, o);
+        TensorView head = w.view;
+        head.shape[0] = rows;
+        kernels::matmul_reference_int8(head, a.data(), m, want.data(), o);
+        for (int64_t t = 0; t < m; ++t) {
+          for (int64_t c = 0; c < rows; ++c) {
+            double mag = 0;
+            for (int64_t i = 0; i < k; ++i)
+              mag += std::fabs(double(w.values[size_t(c * k_full + i)]) * a[size_t(t * lda + i)]);
+            ASSERT_NEAR(got[size_t(t * ldc + c)], want[size_t(t * ldc + c)], 2e-6 * mag + 1e-6) << "t " << t << " c " << c;
+          }
+          ASSERT_EQ(got[size_t(t * ldc + rows)], -7.0f) << "wrote past row " << t;
         }
-        ASSERT_EQ(got[size_t(t * ldc + rows)], -7.0f) << "wrote past row " << t;
       }
     }
+    EXPECT_THROW(kernels::matmul_vnni_panels(panels, n + 1, nullptr, 1, nullptr, pool), Error);
   }
-  EXPECT_THROW(kernels::matmul_q4_panels(panels, n + 1, nullptr, 1, nullptr, pool), Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(BlockTypes, GemmBlockTest,
