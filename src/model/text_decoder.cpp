@@ -73,9 +73,12 @@ TextDecoder::TextDecoder(ModelConfig config, TextWeights weights) : config_(std:
       if (!t->valid() || (t->dtype != DType::Q4_0 && t->dtype != DType::Q8_0) || t->shape.size() != 2 ||
           panels_.count(t->data))
         return;
+      // Only tensors read in place from a file: a tensor converted at load (a GGUF k-quant repacked to Q8_0)
+      // lives in memory the loader owns, which the panels would double.
       const bool mapped = in_read_only_file_mapping(t->data, dtype_bytes(t->dtype, t->numel()));
-      panels_.emplace(t->data, kernels::pack_vnni_panels(*t, nullptr, [mapped](const void* p, size_t n) {
-                        if (mapped) release_mapped_pages(p, n);
+      if (!mapped) return;
+      panels_.emplace(t->data, kernels::pack_vnni_panels(*t, nullptr, [](const void* p, size_t n) {
+                        release_mapped_pages(p, n);
                       }));
       packed_originals_.push_back(t);
     };
