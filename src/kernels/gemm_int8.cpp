@@ -290,11 +290,36 @@ bool cpu_supported() {
 #endif
 }
 
+// Quantises the n_tokens rows of x (stride xs) per block of 32 as QuantActivations::kInt8 does, into this
+// thread's buffers (grown once, kept), and points j.xq / j.xd / j.xs at them.
+void QuantizeRows(Job& j, const float* x, int64_t xs, ThreadPool& pool) {
+  const int64_t in = j.in, nb = in / 32, n = j.m;
+  thread_local std::vector<int8_t> q;
+  thread_local std::vector<float> d;
+  thread_local std::vector<int32_t> s;
+  if (int64_t(q.size()) < n * in) q.resize(size_t(n * in));
+  if (int64_t(d.size()) < n * nb) {
+    d.resize(size_t(n * nb));
+    s.resize(size_t(n * nb));
+  }
+  // (The caller's thread_local buffers, by pointer: a worker naming them would get its own.)
+  int8_t* qp = q.data();
+  float* dp = d.data();
+  int32_t* sp = s.data();
+  pool.parallel_for(n, 8, [=](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) quantize_activations(x + t * xs, in, qp + t * in, dp + t * nb, sp + t * nb);
+  });
+  j.xq = qp;
+  j.xd = dp;
+  j.xs = sp;
+}
+
 }  // namespace
 
+bool vnni_panels_available() { return cpu_supported() && active_simd_target().find("+VNNI") != std::string::npos; }
+
 bool gemm_int8_available(const TensorView& w) {
-  return (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) && w.shape.size() == 2 && cpu_supported() &&
-         active_simd_target().find("+VNNI") != std::string::npos;
+  return (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) && w.shape.size() == 2 && vnni_panels_available();
 }
 
 void gemm_int8(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
@@ -305,22 +330,6 @@ void gemm_int8(const TensorView& w, const float* x, int64_t n_tokens, float* y, 
   G3N_CHECK(in > 0 && in <= w.dim(1) && in % 32 == 0, "gemm_int8: ", in, " columns of a ", shape_str(w.shape),
             " tensor are not whole blocks of 32");
   if (n_tokens <= 0 || w.dim(0) == 0) return;
-  const int64_t xs = options.x_stride ? options.x_stride : in, nb = in / 32;
-  thread_local std::vector<int8_t> q;
-  thread_local std::vector<float> d;
-  thread_local std::vector<int32_t> s;
-  if (int64_t(q.size()) < n_tokens * in) q.resize(size_t(n_tokens * in));
-  if (int64_t(d.size()) < n_tokens * nb) {
-    d.resize(size_t(n_tokens * nb));
-    s.resize(size_t(n_tokens * nb));
-  }
-  // (The caller's thread_local buffers, by pointer: a worker naming them would get its own.)
-  int8_t* qp = q.data();
-  float* dp = d.data();
-  int32_t* sp = s.data();
-  pool.parallel_for(n_tokens, 8, [=](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) quantize_activations(x + t * xs, in, qp + t * in, dp + t * nb, sp + t * nb);
-  });
   Job j;
   j.t = w.dtype;
   j.w = static_cast<const uint8_t*>(w.data);
@@ -328,16 +337,12 @@ void gemm_int8(const TensorView& w, const float* x, int64_t n_tokens, float* y, 
   j.out = w.dim(0);
   j.in = in;
   j.m = n_tokens;
-  j.xq = qp;
-  j.xd = dp;
-  j.xs = sp;
+  QuantizeRows(j, x, options.x_stride ? options.x_stride : in, pool);
   j.y = y;
   j.ldy = options.y_stride ? options.y_stride : j.out;
   const int64_t panels = (j.out + kNR - 1) / kNR;
   pool.parallel_for(panels, 1, [&j](int64_t p0, int64_t p1) { RunPanels(j, p0, p1); });
 }
-
-bool vnni_panels_available() { return cpu_supported() && active_simd_target().find("+VNNI") != std::string::npos; }
 
 VnniPanels pack_vnni_panels(const TensorView& w, ThreadPool* pool,
                             const std::function<void(const void*, size_t)>& packed) {
@@ -399,28 +404,13 @@ void matmul_vnni_panels(const VnniPanels& panels, int64_t rows, const float* x, 
   G3N_CHECK(rows > 0 && rows <= panels.rows && in > 0 && in <= panels.cols && in % 32 == 0, "matmul_vnni_panels: ",
             rows, " rows and ", in, " columns of a repacked ", panels.rows, " x ", panels.cols, " matrix");
   if (n_tokens <= 0) return;
-  const int64_t xs = options.x_stride ? options.x_stride : in, nb = in / 32;
-  thread_local std::vector<int8_t> q;
-  thread_local std::vector<float> d;
-  thread_local std::vector<int32_t> s;
-  if (int64_t(q.size()) < n_tokens * in) q.resize(size_t(n_tokens * in));
-  if (int64_t(d.size()) < n_tokens * nb) {
-    d.resize(size_t(n_tokens * nb));
-    s.resize(size_t(n_tokens * nb));
-  }
-  int8_t* qp = q.data();
-  float* dp = d.data();
-  int32_t* sp = s.data();
-  for (int64_t t = 0; t < n_tokens; ++t) quantize_activations(x + t * xs, in, qp + t * in, dp + t * nb, sp + t * nb);
   Job j;
   j.t = panels.dtype;
   j.panels = &panels;
   j.out = rows;
   j.in = in;
   j.m = n_tokens;
-  j.xq = qp;
-  j.xd = dp;
-  j.xs = sp;
+  QuantizeRows(j, x, options.x_stride ? options.x_stride : in, pool);
   j.y = y;
   j.ldy = options.y_stride ? options.y_stride : rows;
   if (n_tokens >= kPanelTileRows) {

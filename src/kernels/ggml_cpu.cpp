@@ -93,15 +93,10 @@ void unpack_block(int type, const uint8_t* blk, int8_t* q, int32_t* scale, int32
         q[j + 16] = int8_t(blk[4 + j] >> 4);
       }
       break;
-    case ggml::Q5_0: {
+    case ggml::Q5_0:
       *d = load_f16(blk);
-      const uint32_t qh = load_u32(blk + 2);
-      for (int j = 0; j < 16; ++j) {
-        q[j] = int8_t((int(blk[6 + j] & 15) | int((qh >> j) & 1) << 4) - 16);
-        q[j + 16] = int8_t((int(blk[6 + j] >> 4) | int((qh >> (j + 16)) & 1) << 4) - 16);
-      }
+      ggml::q5_0_quants(blk, q);
       break;
-    }
     case ggml::Q5_1: {
       *d = load_f16(blk);
       *dmin = load_f16(blk + 2);

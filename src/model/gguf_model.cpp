@@ -65,17 +65,13 @@ TensorView as_engine_tensor(const GgufTensorInfo& t, GgufSource& src, const std:
     // Q5_0 -> Q8_0 exactly: the same scale d, and q - 16 in [-16, 15] as the int8 value.
     v.dtype = DType::Q8_0;
     const int64_t blocks = rows * (cols / kQuantBlock);
+    const size_t in_block = size_t(ggml::type_info(ggml::Q5_0)->type_size);
     uint8_t* dst = src.allocate(size_t(blocks) * kBlockBytesQ8_0);
     for (int64_t b = 0; b < blocks; ++b) {
-      const uint8_t* in = t.data + size_t(b) * 22;
+      const uint8_t* in = t.data + size_t(b) * in_block;
       uint8_t* out = dst + size_t(b) * kBlockBytesQ8_0;
       std::memcpy(out, in, 2);  // d
-      uint32_t qh;
-      std::memcpy(&qh, in + 2, 4);
-      for (int j = 0; j < 16; ++j) {
-        out[2 + j] = uint8_t(int8_t((int(in[6 + j] & 15) | int((qh >> j) & 1) << 4) - 16));
-        out[2 + j + 16] = uint8_t(int8_t((int(in[6 + j] >> 4) | int((qh >> (j + 16)) & 1) << 4) - 16));
-      }
+      ggml::q5_0_quants(in, reinterpret_cast<int8_t*>(out + 2));
     }
     v.data = dst;
     return v;

@@ -15,7 +15,6 @@
 
 namespace g3n {
 
-
 namespace {
 
 std::vector<float> rope_inv_freq(double theta, int head_dim) {
@@ -151,7 +150,7 @@ std::vector<const TensorView*> TextDecoder::read_weights() const {
   return v;
 }
 
-uint64_t TextDecoder::transposed_bytes() const {
+uint64_t TextDecoder::copied_bytes() const {
   uint64_t b = 0;
   for (const auto& t : down_t_) b += t.bytes.size();
   for (const auto& [data, p] : panels_) b += p.size;

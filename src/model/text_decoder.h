@@ -75,10 +75,10 @@ class TextDecoder {
   // Weights that neither decode nor prefill reads with the default shortcuts: W_down of the sparse layers,
   // whose transposed copies serve both (decode: the surviving rows; prefill: gemm on [F, D]); only the
   // plain path and steps of 17 to 31 rows read them; and the Q4_0 / Q8_0 matrices repacked for the VNNI
-  // kernels. read_weights: the other core tensors. transposed_bytes: the copies' size (both kinds).
+  // kernels. read_weights: the other core tensors. copied_bytes: the copies' size (both kinds).
   std::vector<const TensorView*> unread_weights() const;
   std::vector<const TensorView*> read_weights() const;
-  uint64_t transposed_bytes() const;
+  uint64_t copied_bytes() const;
 
   // Runs tokens ids[0..n) at positions start_pos.. through the decoder, writing their K/V into
   // `cache`. n must not exceed cache.max_chunk(). Writes logits [n, vocab] when all_logits, else

@@ -60,14 +60,9 @@ void deq_q4_1(const uint8_t* b, float* y) {
 
 void deq_q5_0(const uint8_t* b, float* y) {
   const float d = load_f16(b);
-  const uint32_t qh = load_u32(b + 2);
-  const uint8_t* qs = b + 6;
-  for (int j = 0; j < 16; ++j) {
-    const int lo = int(qs[j] & 15) | int((qh >> j) & 1) << 4;
-    const int hi = int(qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
-    y[j] = d * float(lo - 16);
-    y[j + 16] = d * float(hi - 16);
-  }
+  int8_t q[32];
+  q5_0_quants(b, q);
+  for (int j = 0; j < 32; ++j) y[j] = d * float(q[j]);
 }
 
 void deq_q5_1(const uint8_t* b, float* y) {

@@ -168,6 +168,15 @@ inline uint32_t load_u32(const uint8_t* p) {
 }
 inline float load_f16(const uint8_t* p) { return f16_to_f32(load_u16(p)); }
 
+// The 32 signed quants q - 16 (in [-16, 15]) of a Q5_0 block; the values are d * q[e].
+inline void q5_0_quants(const uint8_t* blk, int8_t* q) {
+  const uint32_t qh = load_u32(blk + 2);
+  for (int j = 0; j < 16; ++j) {
+    q[j] = int8_t((int(blk[6 + j] & 15) | int((qh >> j) & 1) << 4) - 16);
+    q[j + 16] = int8_t((int(blk[6 + j] >> 4) | int((qh >> (j + 16)) & 1) << 4) - 16);
+  }
+}
+
 // The non-uniform 4-bit code book of IQ4_NL / IQ4_XS.
 inline constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 

@@ -210,8 +210,8 @@ MemoryReport Model::memory(const Session* session) const {
     r.core_weight_bytes += tensor_bytes(*t);
     r.core_weight_resident += resident_bytes(t->data, tensor_bytes(*t));
   }
-  r.core_weight_bytes += impl_->decoder->transposed_bytes();  // the copies that replace unread_weights()
-  r.core_weight_resident += impl_->decoder->transposed_bytes();
+  r.core_weight_bytes += impl_->decoder->copied_bytes();  // the copies that replace unread_weights()
+  r.core_weight_resident += impl_->decoder->copied_bytes();
   r.ple_table_bytes = tensor_bytes(w.embed_tokens_per_layer);
   r.ple_table_resident = resident_bytes(w.embed_tokens_per_layer.data, r.ple_table_bytes);
   if (session) {
