@@ -11,7 +11,12 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "base/error.h"
+#include "kernels/attention.h"
 #include "quant/ggml_types.h"
 
 namespace g3n::kernels::ggml_cpu {
@@ -235,12 +240,133 @@ inline int32_t idot(const int8_t* a, const int8_t* b, int n) {
   return s;
 }
 
-float dot_q8_0(const UnpackedRow& w, const BlockQ8_0* x, int64_t nb) {
-  float sumf = 0;
-  for (int64_t b = 0; b < nb; ++b)
-    sumf += float(idot(w.q.data() + b * 32, x[b].qs, 32)) * (w.d[size_t(b)] * x[b].d);
-  return sumf;
+// ---- The order of the float operations in llama.cpp's x86 kernels --------------------------------------
+// Integer sums are exact in any order; what makes two implementations' floats differ is where the integer
+// partial sums become floats and in which order those are added. llama.cpp's AVX2 / AVX-512 kernels keep
+// 8 (or 16) float lanes per dot product and reduce them as a halving tree; the functions below follow them
+// lane for lane (this file is compiled with -ffp-contract=off, so a fused multiply-add happens exactly
+// where std::fma is written).
+
+// hsum_float_8 (ggml) / hsum(__m256) (llamafile): (l0 + l4) + (l2 + l6) + ((l1 + l5) + (l3 + l7)).
+inline float hsum8(const float* a) {
+  const float r0 = a[4] + a[0], r1 = a[5] + a[1], r2 = a[6] + a[2], r3 = a[7] + a[3];
+  return (r0 + r2) + (r1 + r3);
 }
+
+// _mm512_reduce_add_ps as GCC expands it: halves of 8, then of 4, then (u0 + u2) + (u1 + u3).
+inline float hsum16(const float* a) {
+  float t[8];
+  for (int i = 0; i < 8; ++i) t[i] = a[i + 8] + a[i];
+  const float u0 = t[4] + t[0], u1 = t[5] + t[1], u2 = t[6] + t[2], u3 = t[7] + t[3];
+  return (u0 + u2) + (u1 + u3);
+}
+
+// Q4_0 / Q5_0 / Q8_0 / IQ4_NL weights with Q8_0 activations: ggml_vec_dot_*_q8_0 (AVX2) and llamafile's
+// tinyBLAS_Q0_AVX add the same way. Per block, lane m holds the integer sum of elements 4m .. 4m+3; the
+// lanes accumulate fma(d_w * d_x, lane, acc) over the blocks; hsum8 at the end.
+float dot32_lanes_scalar(const int8_t* wq, const float* wd, const BlockQ8_0* x, int64_t nb) {
+  float acc[8] = {};
+  for (int64_t b = 0; b < nb; ++b) {
+    const float d = wd[b] * x[b].d;
+    const int8_t* w = wq + 32 * b;
+    for (int m = 0; m < 8; ++m) acc[m] = std::fma(d, float(idot(w + 4 * m, x[b].qs + 4 * m, 4)), acc[m]);
+  }
+  return hsum8(acc);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define G3N_HAVE_AVX2_ORDER 1
+__attribute__((target("avx2,fma"))) float dot32_lanes_avx2(const int8_t* wq, const float* wd, const BlockQ8_0* x,
+                                                             int64_t nb) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + 32 * b));
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
+    // |w| * (x * sign(w)) in byte pairs, then pairs of pairs: lane m = elements 4m .. 4m+3, exact.
+    const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w)), ones);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(wd[b] * x[b].d), _mm256_cvtepi32_ps(lanes), acc);
+  }
+  float a[8];
+  _mm256_storeu_ps(a, acc);
+  return hsum8(a);
+}
+bool avx2_fma() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+#endif
+
+float dot32_lanes(const int8_t* wq, const float* wd, const BlockQ8_0* x, int64_t nb) {
+#ifdef G3N_HAVE_AVX2_ORDER
+  if (avx2_fma()) return dot32_lanes_avx2(wq, wd, x, nb);
+#endif
+  return dot32_lanes_scalar(wq, wd, x, nb);
+}
+
+// Q6_K, ggml_vec_dot_q6_K_q8_K (AVX2; llama.cpp's products of fewer than 8 tokens): per block, lane m holds
+// sum over the elements e with (e mod 32) / 4 == m of scale(e) * (q(e) + 32) * x(e), minus 32 * (the sums
+// of x over sub-blocks 2m and 2m+1 times their scales); fma((d_x * d_w), lane, acc); hsum8.
+float dot_q6_K_lanes(const UnpackedRow& w, const BlockQ8K* x, int64_t nb) {
+  float acc[8] = {};
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* q = w.q.data() + b * 256;
+    const int32_t* sc = w.scale.data() + b * 16;
+    const BlockQ8K& xb = x[b];
+    int32_t lane[8] = {};
+    for (int e = 0; e < 256; ++e) lane[(e % 32) / 4] += sc[e / 16] * (int32_t(q[e]) + 32) * int32_t(xb.qs[e]);
+    for (int m = 0; m < 8; ++m)
+      lane[m] -= 32 * (int32_t(xb.bsums[2 * m]) * sc[2 * m] + int32_t(xb.bsums[2 * m + 1]) * sc[2 * m + 1]);
+    const float d = xb.d * w.d[size_t(b)];
+    for (int m = 0; m < 8; ++m) acc[m] = std::fma(d, float(lane[m]), acc[m]);
+  }
+  return hsum8(acc);
+}
+
+// Q6_K in llama.cpp's tiled K-quant GEMM (8 or more tokens): each block's exact integer sum becomes one
+// float, times d_w, times d_x, added to the running sum.
+float dot_q6_K_tiled(const UnpackedRow& w, const BlockQ8K* x, int64_t nb) {
+  float sum = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* q = w.q.data() + b * 256;
+    const int32_t* sc = w.scale.data() + b * 16;
+    int32_t isum = 0;
+    for (int s = 0; s < 16; ++s) isum += sc[s] * idot(q + 16 * s, x[b].qs + 16 * s, 16);
+    const float r = float(isum) * w.d[size_t(b)];
+    sum = std::fma(r, x[b].d, sum);
+  }
+  return sum;
+}
+
+// Q4_K repacked 8 rows at a time (llama.cpp's CPU_REPACK buffer, rows a multiple of 8). The integer sums
+// and their min corrections accumulate apart, each by fma: its GEMM (4 tokens at a time) once per 64
+// values, its GEMV (the tokens left over) once per block of 256.
+float dot_q4_K_repack(const UnpackedRow& w, const BlockQ8K* x, int64_t nb, bool gemm) {
+  float acc = 0, acc_min = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* q = w.q.data() + b * 256;
+    const int32_t* sc = w.scale.data() + b * 8;
+    const int32_t* mn = w.min.data() + b * 8;
+    const float d = w.d[size_t(b)] * x[b].d, dmin = w.dmin[size_t(b)] * x[b].d;
+    int32_t isum = 0, imin = 0;
+    for (int s = 0; s < 8; ++s) {
+      isum += sc[s] * idot(q + 32 * s, x[b].qs + 32 * s, 32);
+      imin += mn[s] * (int32_t(x[b].bsums[2 * s]) + int32_t(x[b].bsums[2 * s + 1]));
+      if (gemm && s % 2 == 1) {
+        acc = std::fma(float(isum), d, acc);
+        acc_min = std::fma(float(imin), dmin, acc_min);
+        isum = imin = 0;
+      }
+    }
+    if (!gemm) {
+      acc = std::fma(float(isum), d, acc);
+      acc_min = std::fma(float(imin), dmin, acc_min);
+    }
+  }
+  return acc - acc_min;
+}
+
+float dot_q8_0(const UnpackedRow& w, const BlockQ8_0* x, int64_t nb) { return dot32_lanes(w.q.data(), w.d.data(), x, nb); }
 
 float dot_q8_1(const UnpackedRow& w, const BlockQ8_1* x, int64_t nb) {
   float sumf = 0;
@@ -288,7 +414,8 @@ const std::array<float, 65536>& gelu_table() {
     constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
     for (uint32_t h = 0; h < 65536; ++h) {
       const float x = f16_to_f32(uint16_t(h));
-      t[h] = round_f16(0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoefA * x * x))));
+      // ggml's build contracts 1 + a*x*x into a fused multiply-add.
+      t[h] = round_f16(0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * std::fma(kCoefA * x, x, 1.0f))));
     }
     return t;
   }();
@@ -400,6 +527,10 @@ void matmul(int type, const void* w, int64_t out, int64_t in, const float* x, in
   const BlockQ8_0* p0 = a0.data();
   const BlockQ8_1* p1 = a1.data();
   const BlockQ8K* pk = ak.data();
+  // llama.cpp multiplies the k-quants of a batch of 8 or more tokens with its tiled kernel.
+  const bool tiled = n_tokens >= 8;
+  // Its repacked Q4_K GEMM takes the tokens 4 at a time, the GEMV the rest.
+  const int64_t n_gemm = n_tokens > 3 ? n_tokens - n_tokens % 4 : 0;
   const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, in * n_tokens));
   pool.parallel_for(out, grain, [&](int64_t r0, int64_t r1) {
     thread_local UnpackedRow u;
@@ -409,6 +540,8 @@ void matmul(int type, const void* w, int64_t out, int64_t in, const float* x, in
         float v;
         if (fam == Family::kQ8_0) v = dot_q8_0(u, p0 + t * nb32, nb32);
         else if (fam == Family::kQ8_1) v = dot_q8_1(u, p1 + t * nb32, nb32);
+        else if (type == ggml::Q6_K) v = tiled ? dot_q6_K_tiled(u, pk + t * nb256, nb256) : dot_q6_K_lanes(u, pk + t * nb256, nb256);
+        else if (type == ggml::Q4_K && out % 8 == 0) v = dot_q4_K_repack(u, pk + t * nb256, nb256, t < n_gemm);
         else v = dot_q8_K(u, pk + t * nb256, nb256, L);
         y[t * ys + r] = v;
       }
@@ -458,6 +591,125 @@ void matmul_reference(int type, const void* w, int64_t out, int64_t in, const fl
   }
 }
 
+// ---- Attention as llama.cpp computes it without flash attention -----------------------------------------
+
+float expf_ggml(float x) {
+  const float r = 0x1.8p23f;
+  const float z = std::fma(x, 0x1.715476p+0f, r);
+  const float n = z - r;
+  const float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
+  if (std::fabs(n) > 192.0f) return n <= 0.0f ? 0.0f : INFINITY;
+  const float u = b * b;
+  const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                           u, std::fma(0x1.ffffecp-1f, b, 1.0f));
+  return std::ldexp(j, int(n));  // _mm512_scalef_ps(j, n): n is integral here
+}
+
+namespace {
+
+// tinyBLAS<16, __m512> (F16 x F16): lane i accumulates the products of elements i, i + 16, ... by fma.
+float dot16_lanes_scalar(const float* a, const float* b, int64_t n) {
+  float acc[16] = {};
+  for (int64_t i = 0; i < n; ++i) acc[i % 16] = std::fma(a[i], b[i], acc[i % 16]);
+  return hsum16(acc);
+}
+
+#ifdef G3N_HAVE_AVX2_ORDER
+__attribute__((target("avx512f"))) float dot16_lanes_avx512(const float* a, const float* b, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  float l[16];
+  _mm512_storeu_ps(l, acc);
+  return hsum16(l);
+}
+bool avx512f() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+#endif
+
+float dot16_lanes(const float* a, const float* b, int64_t n) {
+#ifdef G3N_HAVE_AVX2_ORDER
+  if (n % 16 == 0 && avx512f()) return dot16_lanes_avx512(a, b, n);
+#endif
+  return dot16_lanes_scalar(a, b, n);
+}
+
+// ggml_vec_dot_f16 (AVX-512 without FP16 arithmetic; llama.cpp's products of one token): 4 accumulators of
+// 16 lanes over steps of 64, (acc0 + acc2) + (acc1 + acc3), reduced as hsum16 into a double; the rest in double.
+float dot_f16_vecdot(const float* a, const float* b, int64_t n) {
+  float acc[4][16] = {};
+  const int64_t np = n - n % 64;
+  for (int64_t i = 0; i < np; i += 64)
+    for (int j = 0; j < 4; ++j)
+      for (int l = 0; l < 16; ++l) acc[j][l] = std::fma(a[i + 16 * j + l], b[i + 16 * j + l], acc[j][l]);
+  float s[16];
+  for (int l = 0; l < 16; ++l) s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+  double sum = hsum16(s);
+  for (int64_t i = np; i < n; ++i) sum += double(a[i] * b[i]);
+  return float(sum);
+}
+
+}  // namespace
+
+void attend(const float* q, int n_heads, int n_kv_heads, int head_dim, const KvView& kv, int64_t first, int64_t last,
+            float* out, std::vector<float>& scratch, bool single_token) {
+  const int group = n_heads / n_kv_heads;
+  const int64_t row = int64_t(n_kv_heads) * head_dim;
+  // Cells are positions (llama.cpp fills a fresh cache in order): the softmax sums chunks of 16 cells from
+  // cell 0, and the value product's lanes are the cells modulo 16.
+  const int64_t c0 = first / 16 * 16, c1 = last / 16 * 16 + 16;
+  const int64_t n = c1 - c0;
+  if (int64_t(scratch.size()) < n + 64 * int64_t(head_dim)) scratch.resize(size_t(n + 64 * int64_t(head_dim)));
+  float* p = scratch.data();
+  float* lanes = p + n;
+  auto key = [&](int64_t t, int j) { return kv.keys + (t % kv.capacity) * row + int64_t(j) * head_dim; };
+  auto value = [&](int64_t t, int j) { return kv.values + (t % kv.capacity) * row + int64_t(j) * head_dim; };
+  for (int h = 0; h < n_heads; ++h) {
+    const int j = h / group;
+    const float* qh = q + int64_t(h) * head_dim;
+    float max = -INFINITY;
+    for (int64_t t = c0; t < c1; ++t) {
+      float& s = p[t - c0];
+      s = (t < first || t > last)  ? -INFINITY
+          : single_token            ? dot_f16_vecdot(qh, key(t, j), head_dim)
+                                    : dot16_lanes(qh, key(t, j), head_dim);
+      max = std::max(max, s);
+    }
+    double sum = 0;
+    for (int64_t c = c0; c < c1; c += 16) {
+      float e[16];
+      for (int i = 0; i < 16; ++i) e[i] = p[c - c0 + i] = expf_ggml(p[c - c0 + i] - max);
+      sum += double(hsum16(e));
+    }
+    const float inv = float(1.0 / sum);
+    for (int64_t i = 0; i < n; ++i) p[i] = round_f16(p[i] * inv);
+    // out[d] = sum over cells of p * v, by fma into lanes: tinyBLAS's 16 (cell % 16), or vec_dot_f16's 4 x 16
+    // (cell / 16 % 4, cell % 16) for one token; then reduced as those reduce.
+    const int n_acc = single_token ? 4 : 1;
+    std::fill(lanes, lanes + 16 * n_acc * int64_t(head_dim), 0.0f);
+    for (int64_t t = first; t <= last; ++t) {
+      const float pt = p[t - c0];
+      const float* v = value(t, j);
+      const int64_t lane = single_token ? (t / 16 % 4) * 16 + t % 16 : t % 16;
+      float* acc = lanes + lane * head_dim;
+      for (int d = 0; d < head_dim; ++d) acc[d] = std::fma(pt, v[d], acc[d]);
+    }
+    float* o = out + int64_t(h) * head_dim;
+    for (int d = 0; d < head_dim; ++d) {
+      float l[16];
+      if (single_token) {
+        auto at = [&](int a, int i) { return lanes[(a * 16 + i) * head_dim + d]; };
+        for (int i = 0; i < 16; ++i) l[i] = (at(0, i) + at(2, i)) + (at(1, i) + at(3, i));
+        o[d] = float(double(hsum16(l)));
+      } else {
+        for (int i = 0; i < 16; ++i) l[i] = lanes[i * head_dim + d];
+        o[d] = hsum16(l);
+      }
+    }
+  }
+}
+
 void gelu(float* x, int64_t n) {
   const auto& table = gelu_table();
   for (int64_t i = 0; i < n; ++i) {
@@ -496,8 +748,9 @@ void rope_neox(float* x, int n_heads, int head_dim, int64_t pos, float freq_base
     for (int i = 0; i < half; ++i) {
       const float c = cs[size_t(2 * i)], s = cs[size_t(2 * i + 1)];
       const float x0 = v[i], x1 = v[i + half];
-      v[i] = x0 * c - x1 * s;
-      v[i + half] = x0 * s + x1 * c;
+      // As GCC contracts ggml's rotation (C++, -ffp-contract=fast): the first product fused.
+      v[i] = std::fma(x0, c, -(x1 * s));
+      v[i + half] = std::fma(x0, s, x1 * c);
     }
   }
 }

@@ -15,14 +15,20 @@
 //  - GELU (and GEGLU) reads a table of gelu(h) rounded to float16, indexed by f16(x), for -10 < x < 10;
 //  - RoPE's angle for pair i is pos * s^i with s = freq_base^(-2 / head_dim), the power built by repeated
 //    float multiplication.
-// The activation quantisers here are bit-identical to ggml's x86 ones, and each dot product equals
-// ggml's up to the order of float additions (tests/parity/test_ggml_numerics.py checks both against the
-// functions of libggml itself).
+// The activation quantisers here are bit-identical to ggml's x86 ones. The products, the attention and the
+// RoPE add in the order of the kernels llama.cpp runs on an x86 AVX-512 build (ggml's vec_dot, llamafile's
+// tinyBLAS, the tiled K-quant GEMM, the repacked Q4_K GEMM / GEMV; see matmul and attend), so its logits
+// come out bit for bit (tests/parity/test_llamacpp_gemma3.py); types without such a kernel here (Q4_1,
+// Q5_1, Q2_K, Q3_K, Q5_K, IQ4_XS) use ggml's generic order, equal up to the order of float additions.
+// tests/parity/test_ggml_numerics.py checks all of it against libggml itself.
 #pragma once
 #include <cstdint>
 
 #include "base/dtype.h"
 #include "base/thread_pool.h"
+#include "kernels/attention.h"
+
+#include <vector>
 
 namespace g3n::kernels::ggml_cpu {
 
@@ -56,7 +62,8 @@ void quantize_q8_K(const float* x, int64_t n, BlockQ8K* y);
 bool has_dot(int ggml_type);
 
 // y[t][o] = ggml's product of the weight rows w [out][in] (ggml type `type`, rows contiguous) with x
-// [n_tokens][in] (row stride x_stride, 0 = in), written with row stride y_stride (0 = out). Throws
+// [n_tokens][in] (row stride x_stride, 0 = in), written with row stride y_stride (0 = out), as llama.cpp
+// multiplies one batch of n_tokens (it picks its kernels by the batch size). Throws
 // g3n::Error for a type has_dot() refuses or an `in` that is not whole blocks.
 void matmul(int type, const void* w, int64_t out, int64_t in, const float* x, int64_t n_tokens, float* y,
             ThreadPool& pool, int64_t x_stride = 0, int64_t y_stride = 0);
@@ -64,6 +71,19 @@ void matmul(int type, const void* w, int64_t out, int64_t in, const float* x, in
 // Scalar oracle for the tests: the dequantised weights times the dequantised activations (in that
 // type's activation format), summed in double.
 void matmul_reference(int type, const void* w, int64_t out, int64_t in, const float* x, int64_t n_tokens, float* y);
+
+// ggml_v_expf (ggml's vectorised exp, AVX-512 / AVX2 builds) for one value.
+float expf_ggml(float x);
+
+// One query token's attention as llama.cpp computes it without flash attention, from a KV cache that
+// holds float16 values (as floats) at cell = position: q (already scaled and rounded to float16) dot
+// each key, 16 float lanes reduced as _mm512_reduce_add_ps; the softmax with expf_ggml, its sum in
+// double over chunks of 16 cells; the probabilities rounded to float16; then each output element as 16
+// lanes (the cells modulo 16) of fused multiply-adds, reduced the same way (llamafile's tinyBLAS, which
+// llama.cpp uses for 2 or more tokens). single_token: both products as ggml_vec_dot_f16 adds (llama.cpp's
+// products of one token: 4 x 16 lanes). out [n_heads][head_dim].
+void attend(const float* q, int n_heads, int n_kv_heads, int head_dim, const KvView& kv, int64_t first, int64_t last,
+            float* out, std::vector<float>& scratch, bool single_token);
 
 // ggml_vec_gelu_f32 with GGML_GELU_FP16, in place (its GEGLU multiplies this by the gate's other half).
 void gelu(float* x, int64_t n);

@@ -217,10 +217,9 @@ void TextDecoder::project(const TensorView& w, const float* x, int64_t n, float*
     return kernels::linear(w, x, n, y, pool, options);
   }
   namespace gc = kernels::ggml_cpu;
-  // The file's own encoding when g3n repacked it at load (k-quants, Q4_1, ...): ggml's product of it.
-  // (Q5_0 is repacked to Q8_0 exactly, and ggml multiplies both with Q8_0 activations.)
-  const bool repacked = w.ggml_data && w.ggml_data != w.data && w.ggml_type != ggml::Q5_0;
-  if (repacked && gc::has_dot(w.ggml_type) && (options.columns == 0 || options.columns == w.dim(1)))
+  // The file's own encoding (also when g3n repacked it at load), multiplied in the order llama.cpp's kernels
+  // add (ggml_cpu::matmul).
+  if (w.ggml_data && gc::has_dot(w.ggml_type) && (options.columns == 0 || options.columns == w.dim(1)))
     return gc::matmul(w.ggml_type, w.ggml_data, w.dim(0), w.dim(1), x, n, y, pool, options.x_stride, options.y_stride);
   kernels::MatmulOptions o = options;
   if (dtype_is_quantized(w.dtype)) {
@@ -552,8 +551,12 @@ void TextDecoder::attention(int l, int64_t n, const RowPlacement& rows, DecoderS
       const int64_t first = sliding ? std::max<int64_t>(0, pos - window + 1) : 0;  // token + (window - 1) before it
       const int64_t need = kernels::attend_scratch(pos - first + 1);
       if (int64_t(scores.size()) < need) scores.resize(size_t(need));
-      kernels::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, query_scale, s.attn.data() + t * q_dim,
-                      scores.data(), /*f16_probabilities=*/ggml);
+      if (ggml)
+        kernels::ggml_cpu::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, s.attn.data() + t * q_dim, scores,
+                                  /*single_token=*/n == 1);
+      else
+        kernels::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, query_scale, s.attn.data() + t * q_dim,
+                        scores.data());
     }
   });
   project(w.o_proj, s.attn.data(), n, s.att.data(), pool);

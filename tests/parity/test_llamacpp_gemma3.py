@@ -2,16 +2,19 @@
 
 - logits at every position of a fixed English + Italian text (513 tokens, 512 predicting positions):
   top-1 agreement and perplexity within 1% of llama.cpp's;
-- greedy continuations (24 tokens) of ten fixed prompts equal llama.cpp's, token by token;
-- with --numerics ggml (llama.cpp's CPU arithmetic, src/kernels/ggml_cpu.h), the first position's logits equal
-  llama.cpp's to float rounding: every product, norm, GELU and the KV cache as llama.cpp computes them.
+- greedy continuations (24 tokens) of ten fixed prompts equal llama.cpp's, token by token.
 
-Both numerics run. With the default (exact) one, g3n repacks the file's Q4_K / Q6_K tensors to Q8_0 at load (Q5_0
-exactly) and multiplies float activations; llama.cpp quantises activations to 8 bits in every product and keeps an
-F16 KV cache, so the logits are close, not equal. With --numerics ggml they are equal at the first position, and
-then drift apart by the order of float additions inside the SIMD kernels, which 8-bit activation quantisation
-amplifies token after token: llama.cpp itself, same file, same build, agrees with its own batched logits on only
-95.1% of the positions when it evaluates the text one token at a time (measured; see NOISE_FLOOR).
+Both numerics run:
+- --numerics ggml (llama.cpp's CPU arithmetic, src/kernels/ggml_cpu.h) must meet the issue's targets: top-1
+  agreement >= 99%, perplexity within 1%, all ten greedy answers equal. It reproduces the kernels llama.cpp runs
+  on an x86 AVX-512 build, addition for addition (the lanes of its vec_dot / tinyBLAS / tiled / repacked
+  products, its softmax and exp, the fused multiply-adds GCC makes of its RoPE and GELU table), so on such a
+  machine the logits are bit-identical (measured: 512/512 top-1, max |Δ| 0 at every position, greedy 10/10).
+- the default (exact) numerics repack the file's Q4_K / Q6_K tensors to Q8_0 at load (Q5_0 exactly) and
+  multiply float activations; llama.cpp quantises activations to 8 bits in every product and keeps an F16 KV
+  cache. The logits are close, not equal, and this model amplifies any difference: llama.cpp itself agrees
+  with its own batched logits on only 95.1% of the positions when it evaluates the text one token at a time.
+  So the exact numerics are held to that noise floor (93%) and to the perplexity target.
 
 Both engines run with G3N_TEST_THREADS threads (default 2); G3N_LLAMACPP_THREADS overrides llama.cpp's alone
 (its logits do not depend on the thread count, but its spinning thread barriers slow it down several times on
@@ -210,23 +213,20 @@ def test_top1_agreement_and_perplexity(g3n, llama, gguf_path, tmp_path, record, 
     for t in np.flatnonzero(a_ref != a_got)[:10]:
         print(f"  differs at {t:3d}: llama.cpp {top2(ref[t])} | g3n {top2(got[t])}")
 
-    # The issue asks for 99%. Measured here, that is out of reach of any implementation but llama.cpp's own code
-    # path: llama.cpp agrees with its batched logits (n_ubatch 256, as above) on only 95.1% of the positions
-    # when it evaluates the same text one token at a time (n_ubatch 1: other SIMD kernels, other orders of float
-    # additions), max |Δ| 4.2. Its 8-bit activations turn any rounding difference into a few flipped int8
-    # values, and the text has many near-ties. The exact float32 model (the GGUF dequantised into transformers)
-    # agrees with llama.cpp on 94.0%. So the bound is that noise floor, with a margin for the drift of one run.
-    NOISE_FLOOR = 0.93
+    # The issue asks for 99%. The exact numerics cannot reach it: llama.cpp agrees with its batched logits
+    # (n_ubatch 256, as above) on only 95.1% of the positions when it evaluates the same text one token at a
+    # time (n_ubatch 1: other SIMD kernels, other orders of float additions), max |Δ| 4.2; its 8-bit
+    # activations turn any rounding difference into flipped int8 values, and the text has many near-ties. So
+    # they are held to that noise floor. --numerics ggml adds as llama.cpp adds and is held to the target.
+    target = 0.99 if numerics == "ggml" else 0.93
     tag = f"gemma3-270m-q4km {numerics}"
-    record(tag, "llama.cpp top-1", f"{agree:.4f}", agree >= NOISE_FLOOR, f"over {n} positions")
-    record(tag, "llama.cpp ppl", f"{ppl_got:.4f} vs {ppl_ref:.4f}", abs(rel) <= 0.01, f"{rel:+.3%}, max|Δ| {d.max():.3f}")
+    record(tag, "llama.cpp top-1", f"{agree:.4f}", agree >= target, f"over {n} positions (bound {target})")
+    record(tag, "llama.cpp ppl", f"{ppl_got:.4f} vs {ppl_ref:.4f}", abs(rel) <= 0.01, f"{rel:+.3%}, max|Δ| {d.max():.3g}")
     record(tag, "first position max|Δ|", f"{d0:.2e}", numerics != "ggml" or d0 <= 1e-3)
     if numerics == "ggml":
-        # The first position attends only to itself, so no accumulated drift: every product (Q8_0 / Q5_0 / Q4_K /
-        # Q6_K with 8-bit activations), the norms, GELU's float16 table and the float16 value cache as llama.cpp.
-        # (The exact numerics are ~0.5 away here.)
+        # The first position attends only to itself: every product, norm and GELU as llama.cpp's.
         assert d0 <= 1e-3, f"--numerics ggml: first position's logits differ from llama.cpp's by {d0:.3g}"
-    assert agree >= NOISE_FLOOR, f"top-1 agreement {agree:.4f} < {NOISE_FLOOR} (llama.cpp's own noise floor)"
+    assert agree >= target, f"top-1 agreement {agree:.4f} < {target}"
     assert abs(rel) <= 0.01, f"perplexity g3n {ppl_got:.4f} vs llama.cpp {ppl_ref:.4f}: {rel:+.3%}"
 
 
@@ -263,7 +263,8 @@ def test_greedy_answers_equal(g3n, llama, gguf_path, tmp_path, record, numerics)
             print(f"  step {n_ok}: llama.cpp top-2 {top2(ref_rows[n_ok])}")
             print(f"  step {n_ok}: g3n       top-2 {top2(got_rows[n_ok])}  -> {kind}")
             detail = f"step {n_ok}, llama.cpp gap {gap:.4f} ({kind})"
-            if gap >= 0.3:
+            # --numerics ggml decodes as llama.cpp does: every answer must be equal.
+            if gap >= 0.3 or numerics == "ggml":
                 failures.append(f"{prompt!r}: {detail}")
         record(f"gemma3-270m-q4km {numerics}", f"greedy {k}", f"{GREEDY_NEW} ids", same, detail)
     assert not failures, "greedy answers differ from llama.cpp's:\n" + "\n".join(failures)
