@@ -46,7 +46,7 @@ struct ModelArgs {
   std::string ids, prompt;
   bool chat = false;
   bool plain = false;
-  int64_t chunk = 256;
+  int64_t chunk = 0;  // 0: the session default (SessionOptions::max_chunk)
   std::string profile;
   MediaArgs media;
 
@@ -61,7 +61,7 @@ struct ModelArgs {
   void add_to(CLI::App* cmd) {
     cmd->add_flag("--plain", plain, "Turn off the exact shortcuts (for checking them)");
     cmd->add_option("--profile", profile, "MatFormer profile: a published name, E2B, a JSON file or skip=..;ffn=..");
-    cmd->add_option("--chunk", chunk, "Prompt tokens per prefill pass")->check(CLI::Range(1, 1 << 16));
+    cmd->add_option("--chunk", chunk, "Prompt tokens per prefill pass (default 256; 512 with --numerics ggml, llama.cpp's default n_ubatch)")->check(CLI::Range(1, 1 << 16));
     cmd->add_option("-m,--model", model, "Checkpoint directory (config.json + safetensors)")->required();
     cmd->add_option("-t,--threads", threads, "Worker threads (0: all cores)")->check(CLI::Range(0, 1024));
     cmd->add_option("--numerics", numerics, kNumericsHelp)

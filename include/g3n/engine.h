@@ -131,7 +131,10 @@ struct PromptEmbeddings {
 };
 
 struct SessionOptions {
-  int64_t max_chunk = 256;  // prompt tokens per prefill pass (bounds scratch and sliding-cache memory)
+  // Prompt tokens per prefill pass (bounds scratch and sliding-cache memory). 0: 256, or 512 with
+  // Numerics::kGgml (llama.cpp's default n_ubatch: it picks its kernels by batch size, so the same
+  // batches give its exact numbers).
+  int64_t max_chunk = 0;
   std::string profile;      // MatFormer profile (see set_profile); empty = the whole model
   bool fast_paths = true;   // exact shortcuts (skipping KV-shared layers in prefill, sparse FFN); off = plain path
 };
@@ -162,6 +165,7 @@ class Session {
   const std::vector<float>& last_logits() const;
 
   int64_t position() const;                   // tokens in the sequence so far
+  int64_t prefill_chunk() const;              // prompt tokens per prefill pass (SessionOptions::max_chunk resolved)
   int64_t context_length() const;             // the model's max_position_embeddings
   const Model& model() const;
   const std::vector<int32_t>& tokens() const;  // the sequence itself

@@ -291,6 +291,46 @@ __attribute__((target("avx2,fma"))) float dot32_lanes_avx2(const int8_t* wq, con
   _mm256_storeu_ps(a, acc);
   return hsum8(a);
 }
+// The same on Q8_0 blocks read in place (34 bytes: float16 d, 32 int8).
+__attribute__((target("avx2,fma,f16c"))) float dot_q8_0_raw_avx2(const uint8_t* row, const BlockQ8_0* x, int64_t nb) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = row + 34 * b;
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
+    const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w)), ones);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(load_f16(blk) * x[b].d), _mm256_cvtepi32_ps(lanes), acc);
+  }
+  float a[8];
+  _mm256_storeu_ps(a, acc);
+  return hsum8(a);
+}
+// And on Q5_0 blocks in place (22 bytes: float16 d, 32 high bits, 16 bytes of low nibbles): value j is
+// (nibble j | high bit j << 4) - 16, values 0-15 in the low nibbles, 16-31 in the high ones.
+__attribute__((target("avx2,fma,f16c"))) float dot_q5_0_raw_avx2(const uint8_t* row, const BlockQ8_0* x, int64_t nb) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i byte_of_bit = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
+                                               2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = row + 22 * b;
+    uint32_t qh;
+    std::memcpy(&qh, blk + 2, 4);
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 6));
+    const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), _mm256_set1_epi8(0x0F));
+    const __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(qh)), byte_of_bit);
+    const __m256i high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit), _mm256_set1_epi8(0x10));
+    const __m256i w = _mm256_sub_epi8(_mm256_or_si256(nib, high), _mm256_set1_epi8(16));
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
+    const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w)), ones);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(load_f16(blk) * x[b].d), _mm256_cvtepi32_ps(lanes), acc);
+  }
+  float a[8];
+  _mm256_storeu_ps(a, acc);
+  return hsum8(a);
+}
 bool avx2_fma() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return ok;
@@ -314,7 +354,15 @@ float dot_q6_K_lanes(const UnpackedRow& w, const BlockQ8K* x, int64_t nb) {
     const int32_t* sc = w.scale.data() + b * 16;
     const BlockQ8K& xb = x[b];
     int32_t lane[8] = {};
-    for (int e = 0; e < 256; ++e) lane[(e % 32) / 4] += sc[e / 16] * (int32_t(q[e]) + 32) * int32_t(xb.qs[e]);
+    for (int g = 0; g < 8; ++g) {  // groups of 32 values: lane m takes values 4m .. 4m+3 of each
+      const int32_t s0 = sc[2 * g], s1 = sc[2 * g + 1];
+      for (int m = 0; m < 8; ++m) {
+        const int e = 32 * g + 4 * m;
+        int32_t p = 0;
+        for (int k = 0; k < 4; ++k) p += (int32_t(q[e + k]) + 32) * int32_t(xb.qs[e + k]);
+        lane[m] += (m < 4 ? s0 : s1) * p;
+      }
+    }
     for (int m = 0; m < 8; ++m)
       lane[m] -= 32 * (int32_t(xb.bsums[2 * m]) * sc[2 * m] + int32_t(xb.bsums[2 * m + 1]) * sc[2 * m + 1]);
     const float d = xb.d * w.d[size_t(b)];
@@ -535,7 +583,16 @@ void matmul(int type, const void* w, int64_t out, int64_t in, const float* x, in
   pool.parallel_for(out, grain, [&](int64_t r0, int64_t r1) {
     thread_local UnpackedRow u;
     for (int64_t r = r0; r < r1; ++r) {
-      unpack_row(type, base + size_t(r) * row_bytes, in, u);
+      const uint8_t* row = base + size_t(r) * row_bytes;
+#ifdef G3N_HAVE_AVX2_ORDER
+      if ((type == ggml::Q8_0 || type == ggml::Q5_0) && avx2_fma()) {  // read in place
+        for (int64_t t = 0; t < n_tokens; ++t)
+          y[t * ys + r] = type == ggml::Q8_0 ? dot_q8_0_raw_avx2(row, p0 + t * nb32, nb32)
+                                             : dot_q5_0_raw_avx2(row, p0 + t * nb32, nb32);
+        continue;
+      }
+#endif
+      unpack_row(type, row, in, u);
       for (int64_t t = 0; t < n_tokens; ++t) {
         float v;
         if (fam == Family::kQ8_0) v = dot_q8_0(u, p0 + t * nb32, nb32);

@@ -248,7 +248,11 @@ struct Session::Impl {
   ForwardOptions forward;
   MatformerProfile profile;
   bool cache_kept = true;
-  Impl(const Model& m, const SessionOptions& o) : model(m), cache(m.config().text, std::max<int64_t>(1, o.max_chunk)) {
+  static int64_t chunk_for(const Model& m, const SessionOptions& o) {
+    if (o.max_chunk > 0) return o.max_chunk;
+    return m.decoder().numerics() == Numerics::kGgml ? 512 : 256;
+  }
+  Impl(const Model& m, const SessionOptions& o) : model(m), cache(m.config().text, chunk_for(m, o)) {
     forward.skip_shared_layers = o.fast_paths;
     forward.sparse_ffn = o.fast_paths;
     profile = full_profile(m.config().text);
@@ -395,6 +399,7 @@ const std::vector<float>& Session::sync(const std::vector<int32_t>& ids, const P
 }
 
 int64_t Session::position() const { return impl_->position; }
+int64_t Session::prefill_chunk() const { return impl_->cache.max_chunk(); }
 int64_t Session::context_length() const { return impl_->model.config().text.max_position_embeddings; }
 const std::vector<int32_t>& Session::tokens() const { return impl_->tokens; }
 int64_t Session::reused_tokens() const { return impl_->reused; }

@@ -212,7 +212,7 @@ struct Server::Impl {
     }
     DecodeBatcher::Membership member(batcher);
     GenerateResult r = generate_stepped(lease.session(), *served.tokenizer, job.gen, compute,
-                                        slots.session_options().max_chunk, hooks, &job.embeddings);
+                                        lease.session().prefill_chunk(), hooks, &job.embeddings);
     metrics.prompt_tokens += uint64_t(r.prompt_tokens);
     metrics.reused_prompt_tokens += uint64_t(std::max<int64_t>(0, r.reused_tokens));
     metrics.generated_tokens += r.tokens.size();

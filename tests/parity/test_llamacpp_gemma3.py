@@ -185,8 +185,9 @@ def test_top1_agreement_and_perplexity(g3n, llama, gguf_path, tmp_path, record, 
 
     out = tmp_path / "logits.npy"
     t0 = time.perf_counter()
+    # The same batches as llama.cpp's n_ubatch (it picks its kernels by batch size).
     check_ok(g3n.run("score", "-m", gguf_path, "--ids", g3n.ids_arg(ids), "--out", out, "--threads", str(g3n.threads),
-                     "--numerics", numerics), "g3n score")
+                     "--numerics", numerics, "--chunk", str(N_BATCH)), "g3n score")
     t_g3n = time.perf_counter() - t0
     got = np.load(out)
     assert got.shape == ref.shape, (got.shape, ref.shape)

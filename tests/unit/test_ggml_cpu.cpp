@@ -204,5 +204,104 @@ TEST(GgmlCpu, AttentionWithFloat16Probabilities) {
   }
 }
 
+// Q8_0 / Q5_0 products (read in place with AVX2 where there is one) follow ggml's vec_dot lane for lane: lane m
+// of a block sums values 4m .. 4m+3 in integers, fma(d_w * d_x, lane, acc[m]) over the blocks, then the lanes
+// reduce as (l0 + l4) + (l2 + l6) + ((l1 + l5) + (l3 + l7)). Bit for bit against that scalar statement.
+TEST(GgmlCpu, Q8_0AndQ5_0FollowVecDotsLanes) {
+  ThreadPool pool(2);
+  const int64_t out = 6, in = 640, nb = in / 32;
+  for (int type : {ggml::Q8_0, ggml::Q5_0}) {
+    SCOPED_TRACE(ggml::type_name(type));
+    const auto w = random_blocks(type, out, in, 91u + uint32_t(type), 0.02f);
+    const size_t bsz = size_t(ggml::type_info(type)->type_size);
+    for (int64_t tokens : {1, 3, 9}) {
+      const auto x = test::randn(size_t(tokens * in), 17u + uint32_t(tokens), 1.3f);
+      std::vector<float> y(size_t(tokens * out));
+      gc::matmul(type, w.data(), out, in, x.data(), tokens, y.data(), pool);
+      for (int64_t t = 0; t < tokens; ++t) {
+        std::vector<gc::BlockQ8_0> xq(static_cast<size_t>(nb));
+        gc::quantize_q8_0(x.data() + t * in, in, xq.data());
+        for (int64_t o = 0; o < out; ++o) {
+          float acc[8] = {};
+          for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t* blk = w.data() + (size_t(o * nb + b)) * bsz;
+            uint16_t h;
+            std::memcpy(&h, blk, 2);
+            int q[32];
+            if (type == ggml::Q8_0) {
+              for (int j = 0; j < 32; ++j) q[j] = int8_t(blk[2 + j]);
+            } else {
+              uint32_t qh;
+              std::memcpy(&qh, blk + 2, 4);
+              for (int j = 0; j < 16; ++j) {
+                q[j] = int((blk[6 + j] & 15) | (((qh >> j) & 1) << 4)) - 16;
+                q[j + 16] = int((blk[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16;
+              }
+            }
+            const float d = f16_to_f32(h) * xq[size_t(b)].d;
+            for (int m = 0; m < 8; ++m) {
+              int lane = 0;
+              for (int k = 0; k < 4; ++k) lane += q[4 * m + k] * xq[size_t(b)].qs[4 * m + k];
+              acc[m] = std::fma(d, float(lane), acc[m]);
+            }
+          }
+          const float r0 = acc[4] + acc[0], r1 = acc[5] + acc[1], r2 = acc[6] + acc[2], r3 = acc[7] + acc[3];
+          const float want = (r0 + r2) + (r1 + r3);
+          ASSERT_EQ(y[size_t(t * out + o)], want) << "tokens " << tokens << " token " << t << " row " << o;
+        }
+      }
+    }
+  }
+}
+
+// expf_ggml (ggml_v_expf, one lane): within 2 ulp of exp, 0 far below, infinity far above.
+TEST(GgmlCpu, ExpIsGgmlsApproximation) {
+  for (float x = -100.0f; x < 88.0f; x += 0.173f) {
+    const double want = std::exp(double(x));
+    EXPECT_NEAR(gc::expf_ggml(x), want, 2.5 * std::fabs(want) * 1.2e-7 + 1e-38) << x;
+  }
+  EXPECT_EQ(gc::expf_ggml(-INFINITY), 0.0f);
+  EXPECT_EQ(gc::expf_ggml(-200.0f), 0.0f);
+  EXPECT_TRUE(std::isinf(gc::expf_ggml(200.0f)));
+  EXPECT_EQ(gc::expf_ggml(0.0f), 1.0f);
+}
+
+// llama.cpp's attention (float16 cache, queries and probabilities) against a double-precision oracle on
+// the same float16 values, for one token (vec_dot_f16's lanes) and for a batch (tinyBLAS's), over a
+// sliding window that starts off a 16-cell boundary.
+TEST(GgmlCpu, GgmlAttentionMatchesTheOracle) {
+  const int heads = 4, kv_heads = 2, dim = 64;
+  const int64_t n = 75, first = 5;
+  auto keys = test::randn(size_t(n * kv_heads * dim), 4), values = test::randn(size_t(n * kv_heads * dim), 5);
+  auto q = test::randn(size_t(heads * dim), 6, 0.3f);
+  gc::round_to_f16(keys.data(), int64_t(keys.size()));
+  gc::round_to_f16(values.data(), int64_t(values.size()));
+  gc::round_to_f16(q.data(), int64_t(q.size()));
+  const kernels::KvView kv{keys.data(), values.data(), n};
+  for (bool single : {true, false}) {
+    SCOPED_TRACE(single ? "one token" : "batch");
+    std::vector<float> out(size_t(heads * dim)), scratch;
+    gc::attend(q.data(), heads, kv_heads, dim, kv, first, n - 1, out.data(), scratch, single);
+    for (int h = 0; h < heads; ++h) {
+      const int j = h / (heads / kv_heads);
+      std::vector<double> p(static_cast<size_t>(n), 0.0);
+      double mx = -1e30, z = 0;
+      for (int64_t t = first; t < n; ++t) {
+        double s = 0;
+        for (int e = 0; e < dim; ++e) s += double(q[size_t(h * dim + e)]) * keys[size_t((t * kv_heads + j) * dim + e)];
+        p[size_t(t)] = s;
+        mx = std::max(mx, s);
+      }
+      for (int64_t t = first; t < n; ++t) z += (p[size_t(t)] = std::exp(p[size_t(t)] - mx));
+      for (int e = 0; e < dim; ++e) {
+        double o = 0;
+        for (int64_t t = first; t < n; ++t) o += p[size_t(t)] / z * values[size_t((t * kv_heads + j) * dim + e)];
+        // The probabilities are rounded to float16 (relative 2^-11): the output moves by about that much.
+        EXPECT_NEAR(out[size_t(h * dim + e)], o, 2e-3) << "head " << h << " element " << e;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace g3n
