@@ -276,44 +276,45 @@ float dot32_lanes_scalar(const int8_t* wq, const float* wd, const BlockQ8_0* x, 
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define G3N_HAVE_AVX2_ORDER 1
-__attribute__((target("avx2,fma"))) float dot32_lanes_avx2(const int8_t* wq, const float* wd, const BlockQ8_0* x,
-                                                             int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + 32 * b));
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-    // |w| * (x * sign(w)) in byte pairs, then pairs of pairs: lane m = elements 4m .. 4m+3, exact.
-    const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w)), ones);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(wd[b] * x[b].d), _mm256_cvtepi32_ps(lanes), acc);
-  }
+#define G3N_AVX2 __attribute__((target("avx2,fma,f16c")))
+// One block of 32 weights w (int8) against Q8_0 activations x: |w| * (x * sign(w)) in byte pairs, then pairs
+// of pairs, so lane m holds values 4m .. 4m+3 exactly; acc += (d_w * d_x) * lanes, fused.
+G3N_AVX2 inline __m256 fma_block(__m256 acc, __m256i w, float d_w, const BlockQ8_0& x) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
+  const __m256i lanes =
+      _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w)), _mm256_set1_epi16(1));
+  return _mm256_fmadd_ps(_mm256_set1_ps(d_w * x.d), _mm256_cvtepi32_ps(lanes), acc);
+}
+G3N_AVX2 inline float hsum8(__m256 acc) {
   float a[8];
   _mm256_storeu_ps(a, acc);
   return hsum8(a);
 }
-// The same on Q8_0 blocks read in place (34 bytes: float16 d, 32 int8).
-__attribute__((target("avx2,fma,f16c"))) float dot_q8_0_raw_avx2(const uint8_t* row, const BlockQ8_0* x, int64_t nb) {
+
+G3N_AVX2 float dot32_lanes_avx2(const int8_t* wq, const float* wd, const BlockQ8_0* x, int64_t nb) {
   __m256 acc = _mm256_setzero_ps();
-  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b)
+    acc = fma_block(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + 32 * b)), wd[b], x[b]);
+  return hsum8(acc);
+}
+
+// The same on Q8_0 blocks read in place (34 bytes: float16 d, 32 int8).
+G3N_AVX2 float dot_q8_0_raw_avx2(const uint8_t* row, const BlockQ8_0* x, int64_t nb) {
+  __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = row + 34 * b;
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-    const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w)), ones);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(load_f16(blk) * x[b].d), _mm256_cvtepi32_ps(lanes), acc);
+    acc = fma_block(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2)), load_f16(blk), x[b]);
   }
-  float a[8];
-  _mm256_storeu_ps(a, acc);
-  return hsum8(a);
+  return hsum8(acc);
 }
+
 // And on Q5_0 blocks in place (22 bytes: float16 d, 32 high bits, 16 bytes of low nibbles): value j is
 // (nibble j | high bit j << 4) - 16, values 0-15 in the low nibbles, 16-31 in the high ones.
-__attribute__((target("avx2,fma,f16c"))) float dot_q5_0_raw_avx2(const uint8_t* row, const BlockQ8_0* x, int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  const __m256i ones = _mm256_set1_epi16(1);
+G3N_AVX2 float dot_q5_0_raw_avx2(const uint8_t* row, const BlockQ8_0* x, int64_t nb) {
   const __m256i byte_of_bit = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
                                                2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
   const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
+  __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = row + 22 * b;
     uint32_t qh;
@@ -322,14 +323,9 @@ __attribute__((target("avx2,fma,f16c"))) float dot_q5_0_raw_avx2(const uint8_t* 
     const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), _mm256_set1_epi8(0x0F));
     const __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(qh)), byte_of_bit);
     const __m256i high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit), _mm256_set1_epi8(0x10));
-    const __m256i w = _mm256_sub_epi8(_mm256_or_si256(nib, high), _mm256_set1_epi8(16));
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-    const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w)), ones);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(load_f16(blk) * x[b].d), _mm256_cvtepi32_ps(lanes), acc);
+    acc = fma_block(acc, _mm256_sub_epi8(_mm256_or_si256(nib, high), _mm256_set1_epi8(16)), load_f16(blk), x[b]);
   }
-  float a[8];
-  _mm256_storeu_ps(a, acc);
-  return hsum8(a);
+  return hsum8(acc);
 }
 bool avx2_fma() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
