@@ -681,6 +681,35 @@ bool avx512f() {
 }
 #endif
 
+// acc[i] = fma(a[i], b[i], acc[i]); elementwise, so any vector width gives the same floats.
+#ifdef G3N_HAVE_AVX2_ORDER
+__attribute__((target("avx512f"))) void fma_elementwise_avx512(const float* a, const float* b, float* acc, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), _mm512_loadu_ps(acc + i)));
+  for (; i < n; ++i) acc[i] = std::fma(a[i], b[i], acc[i]);
+}
+__attribute__((target("avx512f"))) void axpy_fma_avx512(float p, const float* v, float* acc, int64_t n) {
+  int64_t i = 0;
+  const __m512 vp = _mm512_set1_ps(p);
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(vp, _mm512_loadu_ps(v + i), _mm512_loadu_ps(acc + i)));
+  for (; i < n; ++i) acc[i] = std::fma(p, v[i], acc[i]);
+}
+#endif
+void fma_elementwise(const float* a, const float* b, float* acc, int64_t n) {
+#ifdef G3N_HAVE_AVX2_ORDER
+  if (avx512f()) return fma_elementwise_avx512(a, b, acc, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) acc[i] = std::fma(a[i], b[i], acc[i]);
+}
+// acc[i] = fma(p, v[i], acc[i]).
+void axpy_fma(float p, const float* v, float* acc, int64_t n) {
+#ifdef G3N_HAVE_AVX2_ORDER
+  if (avx512f()) return axpy_fma_avx512(p, v, acc, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) acc[i] = std::fma(p, v[i], acc[i]);
+}
+
 float dot16_lanes(const float* a, const float* b, int64_t n) {
 #ifdef G3N_HAVE_AVX2_ORDER
   if (n % 16 == 0 && avx512f()) return dot16_lanes_avx512(a, b, n);
@@ -694,8 +723,7 @@ float dot_f16_vecdot(const float* a, const float* b, int64_t n) {
   float acc[4][16] = {};
   const int64_t np = n - n % 64;
   for (int64_t i = 0; i < np; i += 64)
-    for (int j = 0; j < 4; ++j)
-      for (int l = 0; l < 16; ++l) acc[j][l] = std::fma(a[i + 16 * j + l], b[i + 16 * j + l], acc[j][l]);
+    for (int j = 0; j < 4; ++j) fma_elementwise(a + i + 16 * j, b + i + 16 * j, acc[j], 16);
   float s[16];
   for (int l = 0; l < 16; ++l) s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
   double sum = hsum16(s);
@@ -745,8 +773,7 @@ void attend(const float* q, int n_heads, int n_kv_heads, int head_dim, const KvV
       const float pt = p[t - c0];
       const float* v = value(t, j);
       const int64_t lane = single_token ? (t / 16 % 4) * 16 + t % 16 : t % 16;
-      float* acc = lanes + lane * head_dim;
-      for (int d = 0; d < head_dim; ++d) acc[d] = std::fma(pt, v[d], acc[d]);
+      axpy_fma(pt, v, lanes + lane * head_dim, head_dim);
     }
     float* o = out + int64_t(h) * head_dim;
     for (int d = 0; d < head_dim; ++d) {
