@@ -382,6 +382,65 @@ float dot_q6_K_tiled(const UnpackedRow& w, const BlockQ8K* x, int64_t nb) {
   return sum;
 }
 
+// Q4_1 / Q5_1, ggml_vec_dot_q4_1_q8_1 / q5_1_q8_1 (AVX2): the 8 lanes of the unsigned values times the
+// activations, fma(lane, d_w * d_x, acc); the min term m_w * s_x summed apart (a fused multiply-add in
+// ggml's build), added after hsum8.
+float dot_q8_1_lanes(const UnpackedRow& w, const BlockQ8_1* x, int64_t nb) {
+  float acc[8] = {};
+  float summs = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    summs = std::fma(w.dmin[size_t(b)], x[b].s, summs);
+    const float d = w.d[size_t(b)] * x[b].d;
+    const int8_t* q = w.q.data() + 32 * b;
+    for (int m = 0; m < 8; ++m) acc[m] = std::fma(float(idot(q + 4 * m, x[b].qs + 4 * m, 4)), d, acc[m]);
+  }
+  return hsum8(acc) + summs;
+}
+
+// Q5_K, ggml_vec_dot_q5_K_q8_K (AVX2; fewer than 8 tokens): lane m sums, over the groups of 32 values, the
+// values 4m .. 4m+3 times their sub-block scale; fma(d_x * d_w, lane, acc) per block; the mins times the
+// activation sums go in apart as summs += (-d_x * dmin_w) * sum (fused), added after hsum8.
+float dot_q5_K_lanes(const UnpackedRow& w, const BlockQ8K* x, int64_t nb) {
+  float acc[8] = {};
+  float summs = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* q = w.q.data() + b * 256;
+    const int32_t* sc = w.scale.data() + b * 8;
+    const int32_t* mn = w.min.data() + b * 8;
+    const BlockQ8K& xb = x[b];
+    const float d = xb.d * w.d[size_t(b)];
+    const float dmin = -xb.d * w.dmin[size_t(b)];
+    int32_t msum = 0;
+    for (int s = 0; s < 8; ++s) msum += mn[s] * (int32_t(xb.bsums[2 * s]) + int32_t(xb.bsums[2 * s + 1]));
+    summs = std::fma(dmin, float(msum), summs);
+    int32_t lane[8] = {};
+    for (int g = 0; g < 8; ++g)
+      for (int m = 0; m < 8; ++m) lane[m] += sc[g] * idot(q + 32 * g + 4 * m, xb.qs + 32 * g + 4 * m, 4);
+    for (int m = 0; m < 8; ++m) acc[m] = std::fma(d, float(lane[m]), acc[m]);
+  }
+  return hsum8(acc) + summs;
+}
+
+// Q4_K / Q5_K in llama.cpp's tiled K-quant GEMM (8 or more tokens, weights not repacked): per block the
+// integer sums s1 (scales) and s2 (mins) become floats, r = fma(-dmin_w, s2, s1 * d_w), then sum = fma(r, d_x,
+// sum).
+float dot_kmin_tiled(const UnpackedRow& w, const BlockQ8K* x, int64_t nb) {
+  float sum = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* q = w.q.data() + b * 256;
+    const int32_t* sc = w.scale.data() + b * 8;
+    const int32_t* mn = w.min.data() + b * 8;
+    int32_t s1 = 0, s2 = 0;
+    for (int s = 0; s < 8; ++s) {
+      s1 += sc[s] * idot(q + 32 * s, x[b].qs + 32 * s, 32);
+      s2 += mn[s] * (int32_t(x[b].bsums[2 * s]) + int32_t(x[b].bsums[2 * s + 1]));
+    }
+    const float r = std::fma(-w.dmin[size_t(b)], float(s2), float(s1) * w.d[size_t(b)]);
+    sum = std::fma(r, x[b].d, sum);
+  }
+  return sum;
+}
+
 // Q4_K repacked 8 rows at a time (llama.cpp's CPU_REPACK buffer, rows a multiple of 8). The integer sums
 // and their min corrections accumulate apart, each by fma: its GEMM (4 tokens at a time) once per 64
 // values, its GEMV (the tokens left over) once per block of 256.
@@ -412,11 +471,13 @@ float dot_q4_K_repack(const UnpackedRow& w, const BlockQ8K* x, int64_t nb, bool 
 
 float dot_q8_0(const UnpackedRow& w, const BlockQ8_0* x, int64_t nb) { return dot32_lanes(w.q.data(), w.d.data(), x, nb); }
 
-float dot_q8_1(const UnpackedRow& w, const BlockQ8_1* x, int64_t nb) {
-  float sumf = 0;
+// Q4_0 / IQ4_NL repacked 8 rows at a time (CPU_REPACK, rows a multiple of 8): its GEMM and GEMV both add one
+// fma(block's integer sum, d_w * d_x) per block into a single accumulator.
+float dot32_repack(const UnpackedRow& w, const BlockQ8_0* x, int64_t nb) {
+  float acc = 0;
   for (int64_t b = 0; b < nb; ++b)
-    sumf += (w.d[size_t(b)] * x[b].d) * float(idot(w.q.data() + b * 32, x[b].qs, 32)) + w.dmin[size_t(b)] * x[b].s;
-  return sumf;
+    acc = std::fma(float(idot(w.q.data() + 32 * b, x[b].qs, 32)), w.d[size_t(b)] * x[b].d, acc);
+  return acc;
 }
 
 float dot_q8_K(const UnpackedRow& w, const BlockQ8K* x, int64_t nb, int L) {
@@ -575,6 +636,8 @@ void matmul(int type, const void* w, int64_t out, int64_t in, const float* x, in
   const bool tiled = n_tokens >= 8;
   // Its repacked Q4_K GEMM takes the tokens 4 at a time, the GEMV the rest.
   const int64_t n_gemm = n_tokens > 3 ? n_tokens - n_tokens % 4 : 0;
+  // And its Q4_0 / IQ4_NL (x86 builds with AVX2).
+  const bool repack32 = (type == ggml::Q4_0 || type == ggml::IQ4_NL) && out % 8 == 0;
   const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, in * n_tokens));
   pool.parallel_for(out, grain, [&](int64_t r0, int64_t r1) {
     thread_local UnpackedRow u;
@@ -591,10 +654,12 @@ void matmul(int type, const void* w, int64_t out, int64_t in, const float* x, in
       unpack_row(type, row, in, u);
       for (int64_t t = 0; t < n_tokens; ++t) {
         float v;
-        if (fam == Family::kQ8_0) v = dot_q8_0(u, p0 + t * nb32, nb32);
-        else if (fam == Family::kQ8_1) v = dot_q8_1(u, p1 + t * nb32, nb32);
+        if (fam == Family::kQ8_0) v = repack32 ? dot32_repack(u, p0 + t * nb32, nb32) : dot_q8_0(u, p0 + t * nb32, nb32);
+        else if (fam == Family::kQ8_1) v = dot_q8_1_lanes(u, p1 + t * nb32, nb32);
         else if (type == ggml::Q6_K) v = tiled ? dot_q6_K_tiled(u, pk + t * nb256, nb256) : dot_q6_K_lanes(u, pk + t * nb256, nb256);
         else if (type == ggml::Q4_K && out % 8 == 0) v = dot_q4_K_repack(u, pk + t * nb256, nb256, t < n_gemm);
+        else if ((type == ggml::Q4_K || type == ggml::Q5_K) && tiled) v = dot_kmin_tiled(u, pk + t * nb256, nb256);
+        else if (type == ggml::Q5_K) v = dot_q5_K_lanes(u, pk + t * nb256, nb256);
         else v = dot_q8_K(u, pk + t * nb256, nb256, L);
         y[t * ys + r] = v;
       }

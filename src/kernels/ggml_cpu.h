@@ -17,9 +17,9 @@
 //    float multiplication.
 // The activation quantisers here are bit-identical to ggml's x86 ones. The products, the attention and the
 // RoPE add in the order of the kernels llama.cpp runs on an x86 AVX-512 build (ggml's vec_dot, llamafile's
-// tinyBLAS, the tiled K-quant GEMM, the repacked Q4_K GEMM / GEMV; see matmul and attend), so its logits
-// come out bit for bit (tests/parity/test_llamacpp_gemma3.py); types without such a kernel here (Q4_1,
-// Q5_1, Q2_K, Q3_K, Q5_K, IQ4_XS) use ggml's generic order, equal up to the order of float additions.
+// tinyBLAS, the tiled K-quant GEMM, the repacked Q4_0 / Q4_K GEMM / GEMV; see matmul and attend), so its logits
+// come out bit for bit (tests/parity/test_llamacpp_gemma3.py); types without such a kernel here (Q2_K,
+// Q3_K, IQ4_XS; IQ4_NL's vec_dot) use ggml's generic order, equal up to the order of float additions.
 // tests/parity/test_ggml_numerics.py checks all of it against libggml itself.
 #pragma once
 #include <cstdint>

@@ -194,12 +194,12 @@ TEST(GgmlOracle, SimdKernelsWithGgmlActivationsEqualGgmlVecDot) {
 }
 
 // Products of fewer than 8 tokens (decode, short prompts) follow ggml's own vec_dot lane for lane for the
-// 32-value block types and Q6_K: bit-identical results, not just close ones.
+// 32-value block types, Q5_K and Q6_K: bit-identical results, not just close ones.
 TEST(GgmlOracle, VecDotOrderIsGgmls) {
   REQUIRE_GGML();
   ThreadPool pool(2);
   const int64_t out = 5, in = 2048;
-  for (int type : {ggml::Q4_0, ggml::Q5_0, ggml::Q8_0, ggml::Q6_K}) {
+  for (int type : {ggml::Q4_0, ggml::Q4_1, ggml::Q5_0, ggml::Q5_1, ggml::Q8_0, ggml::Q5_K, ggml::Q6_K}) {
     SCOPED_TRACE(ggml::type_name(type));
     const auto wf = values(size_t(out * in), 31u + uint32_t(type), 0.05f);
     std::vector<uint8_t> w(ggml::row_bytes(type, in) * size_t(out));

@@ -4,7 +4,7 @@ Runs the C++ test program g3n_ggml_oracle_tests (built next to the g3n binary) w
 the libggml-base / libggml-cpu shared libraries of the `llama-cpp-python` package. It checks the activation
 quantisers (Q8_0, Q8_1, Q8_K) bit for bit, the products of every weight type g3n multiplies the ggml way (Q4_0,
 Q4_1, Q5_0, Q5_1, Q8_0, Q2_K .. Q6_K, IQ4_NL, IQ4_XS, on weights quantised by ggml) against ggml's vec_dot (bit
-for bit for Q4_0, Q5_0, Q8_0 and Q6_K, whose lane order g3n follows), the SIMD Q8_0 / Q4_0 kernels with ggml
+for bit for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q5_K and Q6_K, whose lane order g3n follows), the SIMD Q8_0 / Q4_0 kernels with ggml
 activations on every SIMD target, and the float16 GELU table, all 65536 entries. Skips when
 llama-cpp-python is not installed.
 """

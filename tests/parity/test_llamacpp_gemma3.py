@@ -269,3 +269,47 @@ def test_greedy_answers_equal(g3n, llama, gguf_path, tmp_path, record, numerics)
                 failures.append(f"{prompt!r}: {detail}")
         record(f"gemma3-270m-q4km {numerics}", f"greedy {k}", f"{GREEDY_NEW} ids", same, detail)
     assert not failures, "greedy answers differ from llama.cpp's:\n" + "\n".join(failures)
+
+
+# The same checkpoint requantised by llama.cpp itself to other types users have: Q4_0 (llama.cpp repacks it
+# 8 rows at a time), Q8_0 (tinyBLAS), Q5_K_M (Q5_1, Q5_K's tiled GEMM and vec_dot, Q6_K, Q8_0). --numerics
+# ggml must give llama.cpp's logits (top-1 >= 99% over 256 positions) and its greedy answers.
+@pytest.mark.parametrize("ftype", ["Q4_0", "Q8_0", "Q5_K_M"])
+def test_requantised_types_with_ggml_numerics(g3n, gguf_path, tmp_path_factory, record, ftype):
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import Llama
+
+    out = tmp_path_factory.mktemp("requant") / f"gemma-3-270m-{ftype.lower()}.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
+    params.allow_requantize = True
+    params.nthread = THREADS
+    assert llama_cpp.llama_model_quantize(gguf_path.encode(), str(out).encode(), ctypes.byref(params)) == 0
+    llm = Llama(model_path=str(out), n_threads=LLAMA_THREADS, n_threads_batch=LLAMA_THREADS, n_ctx=N_CTX,
+                n_batch=N_BATCH, n_ubatch=N_BATCH, logits_all=True, verbose=False, seed=0)
+    try:
+        ids = tokenize(llm, TEXT)[:257]
+        ref = llama_logits(llm, ids)
+        npy = tmp_path_factory.mktemp("scores") / f"{ftype}.npy"
+        check_ok(g3n.run("score", "-m", out, "--ids", g3n.ids_arg(ids), "--out", npy, "--threads", str(g3n.threads),
+                         "--numerics", "ggml", "--chunk", str(N_BATCH)), "g3n score")
+        got = np.load(npy)
+        agree = float((ref[:-1].argmax(-1) == got[:-1].argmax(-1)).mean())
+        dmax = float(np.abs(got - ref).max())
+        greedy_equal = 0
+        for k in (0, 2, 9):
+            pids = tokenize(llm, PROMPTS[k])
+            want, _ = llama_greedy(llm, pids, GREEDY_NEW)
+            p = g3n.run("generate", "-m", out, "--ids", g3n.ids_arg(pids), "-n", str(GREEDY_NEW),
+                        "--threads", str(g3n.threads), "--numerics", "ggml")
+            check_ok(p, f"g3n generate ({PROMPTS[k]!r})")
+            greedy_equal += [int(x) for x in p.stdout.split()] == want
+    finally:
+        llm.close()
+    print(f"\n[{ftype} --numerics ggml] top-1 {agree:.4f}, max |Δ| {dmax:.3g}, greedy {greedy_equal}/3 equal")
+    record(f"gemma3-270m-{ftype.lower()} ggml", "llama.cpp top-1", f"{agree:.4f}", agree >= 0.99, f"max|Δ| {dmax:.3g}")
+    record(f"gemma3-270m-{ftype.lower()} ggml", "greedy", f"{greedy_equal}/3", greedy_equal == 3)
+    assert agree >= 0.99, f"{ftype}: top-1 agreement {agree:.4f}"
+    assert greedy_equal == 3, f"{ftype}: {3 - greedy_equal} greedy answers differ from llama.cpp's"
