@@ -11,8 +11,6 @@
 
 #include "kernels/attention.h"
 
-#include "base/dtype.h"
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -99,16 +97,14 @@ HWY_INLINE void Mix(const float* scores, const KvView& kv, int64_t row, int j, i
 
 template <int G>
 HWY_INLINE void Heads(const float* q, int head_dim, const KvView& kv, int64_t row, int j, int64_t first, int64_t n,
-                      float scale, float* out, float* scores, bool f16_probabilities) {
+                      float scale, float* out, float* scores) {
   Scores<G>(q, head_dim, kv, row, j, first, n, scale, scores);
   for (int g = 0; g < G; ++g) rows_simd::SoftmaxRow(scores + g * n, n, 1.0f);
-  if (f16_probabilities)
-    for (int64_t i = 0; i < G * n; ++i) scores[i] = f16_to_f32(f32_to_f16(scores[i]));
   Mix<G>(scores, kv, row, j, first, n, head_dim, out);
 }
 
 void Attend(const float* q, int n_heads, int n_kv_heads, int head_dim, const KvView& kv, int64_t first, int64_t last,
-            float scale, float* out, float* scores, bool f16_probabilities) {
+            float scale, float* out, float* scores) {
   const int group = n_heads / n_kv_heads;
   const int64_t n = last - first + 1;
   const int64_t row = int64_t(n_kv_heads) * head_dim;
@@ -118,10 +114,10 @@ void Attend(const float* q, int n_heads, int n_kv_heads, int head_dim, const KvV
       const float* qh = q + int64_t(h) * head_dim;
       float* oh = out + int64_t(h) * head_dim;
       switch (std::min(kMaxHeads, group - g0)) {
-        case 1: Heads<1>(qh, head_dim, kv, row, j, first, n, scale, oh, scores, f16_probabilities); break;
-        case 2: Heads<2>(qh, head_dim, kv, row, j, first, n, scale, oh, scores, f16_probabilities); break;
-        case 3: Heads<3>(qh, head_dim, kv, row, j, first, n, scale, oh, scores, f16_probabilities); break;
-        default: Heads<4>(qh, head_dim, kv, row, j, first, n, scale, oh, scores, f16_probabilities); break;
+        case 1: Heads<1>(qh, head_dim, kv, row, j, first, n, scale, oh, scores); break;
+        case 2: Heads<2>(qh, head_dim, kv, row, j, first, n, scale, oh, scores); break;
+        case 3: Heads<3>(qh, head_dim, kv, row, j, first, n, scale, oh, scores); break;
+        default: Heads<4>(qh, head_dim, kv, row, j, first, n, scale, oh, scores); break;
       }
     }
   }
@@ -136,8 +132,8 @@ namespace g3n::kernels {
 HWY_EXPORT(Attend);
 
 void attend(const float* q, int n_heads, int n_kv_heads, int head_dim, const KvView& kv, int64_t first, int64_t last,
-            float scale, float* out, float* scores, bool f16_probabilities) {
-  HWY_DYNAMIC_DISPATCH(Attend)(q, n_heads, n_kv_heads, head_dim, kv, first, last, scale, out, scores, f16_probabilities);
+            float scale, float* out, float* scores) {
+  HWY_DYNAMIC_DISPATCH(Attend)(q, n_heads, n_kv_heads, head_dim, kv, first, last, scale, out, scores);
 }
 
 void attend_reference(const float* q, int n_heads, int n_kv_heads, int head_dim, const KvView& kv, int64_t first,

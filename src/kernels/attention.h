@@ -15,10 +15,8 @@ struct KvView {
   int64_t capacity;
 };
 
-// f16_probabilities: round the softmax probabilities to float16 before they weight the values, as
-// llama.cpp's attention (without flash attention) does (Numerics::kGgml).
 void attend(const float* q, int n_heads, int n_kv_heads, int head_dim, const KvView& kv, int64_t first, int64_t last,
-            float scale, float* out, float* scores, bool f16_probabilities = false);
+            float scale, float* out, float* scores);
 
 // Floats of `scores` scratch attend needs for n positions (the heads of a group are scored together).
 constexpr int64_t attend_scratch(int64_t n) { return 4 * n; }

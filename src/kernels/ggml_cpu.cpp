@@ -846,7 +846,7 @@ void attend(const float* q, int n_heads, int n_kv_heads, int head_dim, const KvV
       if (single_token) {
         auto at = [&](int a, int i) { return lanes[(a * 16 + i) * head_dim + d]; };
         for (int i = 0; i < 16; ++i) l[i] = (at(0, i) + at(2, i)) + (at(1, i) + at(3, i));
-        o[d] = float(double(hsum16(l)));
+        o[d] = hsum16(l);  // (vec_dot_f16 widens this to double and back: no change)
       } else {
         for (int i = 0; i < 16; ++i) l[i] = lanes[i * head_dim + d];
         o[d] = hsum16(l);

@@ -23,12 +23,11 @@
 // tests/parity/test_ggml_numerics.py checks all of it against libggml itself.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "base/dtype.h"
 #include "base/thread_pool.h"
 #include "kernels/attention.h"
-
-#include <vector>
 
 namespace g3n::kernels::ggml_cpu {
 

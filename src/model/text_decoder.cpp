@@ -549,14 +549,15 @@ void TextDecoder::attention(int l, int64_t n, const RowPlacement& rows, DecoderS
       const int64_t pos = rows.pos(t);
       const kernels::KvView kv = rows.batch() ? rows.cache_of(t).view(src) : shared_kv;
       const int64_t first = sliding ? std::max<int64_t>(0, pos - window + 1) : 0;  // token + (window - 1) before it
-      const int64_t need = kernels::attend_scratch(pos - first + 1);
-      if (int64_t(scores.size()) < need) scores.resize(size_t(need));
-      if (ggml)
+      if (ggml) {  // sizes its own scratch
         kernels::ggml_cpu::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, s.attn.data() + t * q_dim, scores,
                                   /*single_token=*/n == 1);
-      else
-        kernels::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, query_scale, s.attn.data() + t * q_dim,
-                        scores.data());
+        continue;
+      }
+      const int64_t need = kernels::attend_scratch(pos - first + 1);
+      if (int64_t(scores.size()) < need) scores.resize(size_t(need));
+      kernels::attend(s.q.data() + t * q_dim, H, Hkv, Dh, kv, first, pos, query_scale, s.attn.data() + t * q_dim,
+                      scores.data());
     }
   });
   project(w.o_proj, s.attn.data(), n, s.att.data(), pool);

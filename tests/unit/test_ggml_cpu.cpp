@@ -174,36 +174,6 @@ TEST(GgmlCpu, RopeAndNormAgreeWithTheExactOnes) {
   for (size_t i = 0; i < p.size(); ++i) ASSERT_NEAR(p[i], q[i], 1e-5f * std::fabs(p[i]) + 1e-7f);
 }
 
-// attend(..., f16_probabilities): the softmax probabilities rounded to float16 before they weight V.
-TEST(GgmlCpu, AttentionWithFloat16Probabilities) {
-  const int heads = 4, kv_heads = 2, dim = 32;
-  const int64_t n = 37;
-  const auto keys = test::randn(size_t(n * kv_heads * dim), 1), values = test::randn(size_t(n * kv_heads * dim), 2);
-  const auto q = test::randn(size_t(heads * dim), 3, 0.5f);
-  const kernels::KvView kv{keys.data(), values.data(), n};
-  std::vector<float> out(size_t(heads * dim)), scratch(size_t(kernels::attend_scratch(n)));
-  kernels::attend(q.data(), heads, kv_heads, dim, kv, 0, n - 1, 0.3f, out.data(), scratch.data(), true);
-  for (int h = 0; h < heads; ++h) {
-    const int j = h / (heads / kv_heads);
-    std::vector<double> p(static_cast<size_t>(n));
-    double mx = -1e30, z = 0;
-    for (int64_t t = 0; t < n; ++t) {
-      double s = 0;
-      for (int e = 0; e < dim; ++e) s += double(q[size_t(h * dim + e)]) * keys[size_t((t * kv_heads + j) * dim + e)];
-      p[size_t(t)] = 0.3 * s;
-      mx = std::max(mx, p[size_t(t)]);
-    }
-    for (auto& v : p) z += (v = std::exp(v - mx));
-    for (auto& v : p) v = gc::round_f16(float(v / z));
-    for (int e = 0; e < dim; ++e) {
-      double o = 0;
-      for (int64_t t = 0; t < n; ++t) o += p[size_t(t)] * values[size_t((t * kv_heads + j) * dim + e)];
-      // Only the order of the float additions differs (these inputs hold no probability at a float16 rounding tie).
-      EXPECT_NEAR(out[size_t(h * dim + e)], o, 2e-5) << "head " << h << " element " << e;
-    }
-  }
-}
-
 // Q8_0 / Q5_0 products (read in place with AVX2 where there is one) follow ggml's vec_dot lane for lane: lane m
 // of a block sums values 4m .. 4m+3 in integers, fma(d_w * d_x, lane, acc[m]) over the blocks, then the lanes
 // reduce as (l0 + l4) + (l2 + l6) + ((l1 + l5) + (l3 + l7)). Bit for bit against that scalar statement.
